@@ -1,0 +1,51 @@
+"""The one place that makes Paddle Serving's pipeline framework importable on Python 3.11.
+
+``paddle_serving_server.pipeline.operator`` does ``from paddle_serving_client import Client`` at
+import time. ``paddle_serving_client`` has wheels only for CPython 3.6-3.9 and its ``io`` module
+needs ``paddle.fluid``, which Paddle 3 removed. Our ops never use that client (they run their own
+backends), so when the real package is missing we register a stand-in module whose ``Client``
+raises on use. Everything else of the framework is used as shipped.
+
+Import the pipeline classes from here, never from ``paddle_serving_server`` directly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+
+
+class _UnavailableClient:
+    """Stands in for ``paddle_serving_client.Client`` (brpc client), which this project never uses."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise RuntimeError(
+            "paddle_serving_client is not installed (no wheels for Python > 3.9); "
+            "ops of this project use client_type 'local' backends, not brpc"
+        )
+
+
+def _install_client_stub() -> None:
+    if "paddle_serving_client" in sys.modules:
+        return
+    if importlib.util.find_spec("paddle_serving_client") is not None:
+        return
+    stub = types.ModuleType("paddle_serving_client")
+    stub.__doc__ = "Stand-in registered by pipeline.serving_compat; see that module."
+    stub.Client = _UnavailableClient  # type: ignore[attr-defined]
+    sys.modules["paddle_serving_client"] = stub
+
+
+_install_client_stub()
+
+from paddle_serving_server.pipeline import (  # noqa: E402
+    Op,
+    PipelineClient,
+    PipelineServer,
+    RequestOp,
+    ResponseOp,
+)
+from paddle_serving_server.pipeline.proto import pipeline_service_pb2  # noqa: E402
+
+__all__ = ["Op", "PipelineClient", "PipelineServer", "RequestOp", "ResponseOp", "pipeline_service_pb2"]
