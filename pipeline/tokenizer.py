@@ -127,9 +127,7 @@ class IETokenizer:
                 types = [0] * (len(p_ids) + 2) + [1] * (n_text + 1)
                 offs = [(0, 0), *p_offs, (0, 0), *t_offs[:budget], (0, 0)]
                 text_start = len(p_ids) + 2
-            rows.append(
-                Encoded(tuple(ids), tuple(types), tuple(offs), text_start, len(ids) - 1)
-            )
+            rows.append(Encoded(tuple(ids), tuple(types), tuple(offs), text_start, len(ids) - 1))
         return rows
 
     def encode(self, text: str, prompt: str | None = None, max_len: int = 512) -> Encoded:

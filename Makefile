@@ -1,0 +1,29 @@
+# The project's commands. `make serve` and `make test` are the two README commands.
+PY := .venv/bin/python
+
+.PHONY: setup setup-dev models serve test lint bench clean
+
+setup:
+	./setup.sh
+
+setup-dev:
+	./setup.sh --dev
+
+# Demo data -> tiny UIE and SPO models -> the conversion bridge -> serving_model/ (idempotent).
+models:
+	$(PY) -m conversion.bridge build
+
+serve: setup models
+	$(PY) web_service.py --config config.yml
+
+test: setup-dev models
+	$(PY) -m pytest -q
+
+lint:
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+bench:
+	$(PY) -m client.benchmark --quick --out bench_out
+
+clean:
+	rm -rf build serving_model/uie serving_model/spo serving_model/parity.json PipelineServingLogs ProcessSteps

@@ -1,0 +1,60 @@
+"""RPC client: Paddle Serving's ``PipelineClient`` on port 8088.
+
+python -m client.rpc_client --task spo "张伟出生于杭州。"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from client.request import ServiceError, build_request, parse_response
+
+DEFAULT_ENDPOINT = "127.0.0.1:8088"
+
+
+def connect(endpoint: str = DEFAULT_ENDPOINT):
+    """A connected ``PipelineClient``."""
+    from pipeline.serving_compat import PipelineClient
+
+    client = PipelineClient()
+    client.connect([endpoint])
+    return client
+
+
+def predict(
+    task: str,
+    texts: str | list[str],
+    schema: Any = None,
+    position_prob: float | None = None,
+    client=None,
+    endpoint: str = DEFAULT_ENDPOINT,
+) -> list[dict]:
+    """One result per text (or per-text error objects); raises ServiceError on request errors."""
+    client = client or connect(endpoint)
+    resp = client.predict(feed_dict=build_request(task, texts, schema, position_prob), fetch=None)
+    return parse_response(resp.err_no, resp.err_msg, list(resp.key), list(resp.value))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Query the IE service over RPC (PipelineClient).")
+    parser.add_argument("texts", nargs="+")
+    parser.add_argument("--task", choices=["uie", "spo"], required=True)
+    parser.add_argument("--schema", help="UIE schema as JSON")
+    parser.add_argument("--position-prob", type=float)
+    parser.add_argument("--endpoint", default=DEFAULT_ENDPOINT)
+    args = parser.parse_args(argv)
+    texts = args.texts[0] if len(args.texts) == 1 else args.texts
+    try:
+        result = predict(args.task, texts, args.schema, args.position_prob, endpoint=args.endpoint)
+    except ServiceError as e:
+        print(f"error {e.err_no}: {e.err_msg}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, ensure_ascii=False, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

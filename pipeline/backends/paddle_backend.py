@@ -1,0 +1,96 @@
+"""Paddle Inference backend over ``serving_model/<name>/serving_server`` (PIR json or pdmodel)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.backends.base import Backend
+from pipeline.errors import InferenceError, ModelLoadError
+from pipeline.model_card import ModelCard
+from pipeline.serving_conf import read_serving_conf
+
+logger = logging.getLogger(__name__)
+
+
+def find_model_files(serving_dir: Path) -> tuple[Path, Path]:
+    """The (program, params) files of a Paddle inference model: PIR ``*.json`` or ``*.pdmodel``."""
+    for pattern in ("*.json", "*.pdmodel", "__model__"):
+        for program in sorted(serving_dir.glob(pattern)):
+            params = program.with_suffix(".pdiparams")
+            if pattern == "__model__":
+                params = serving_dir / "__params__"
+            if params.is_file():
+                return program, params
+            raise ModelLoadError(f"{program} has no parameters file {params}")
+    raise ModelLoadError(f"no Paddle model (*.json / *.pdmodel + *.pdiparams) in {serving_dir}")
+
+
+class PaddleBackend(Backend):
+    """Paddle Inference on the CPU, optionally with oneDNN; one predictor clone per thread."""
+
+    name = "paddle"
+
+    def __init__(self, threads: int = 2, use_onednn: bool = True):
+        super().__init__(threads)
+        self.use_onednn = use_onednn
+        self._local = threading.local()
+
+    def load(self, model_dir: Path, card: ModelCard) -> None:
+        import paddle.inference as pi
+
+        serving_dir = Path(model_dir) / card.serving_server
+        names = read_serving_conf(serving_dir)
+        missing = [n for n in card.inputs if n not in names.feeds]
+        missing += [n for n in card.outputs if n not in names.fetches]
+        if missing:
+            raise ModelLoadError(f"{serving_dir}/serving_server_conf.prototxt lacks {missing}")
+        program, params = find_model_files(serving_dir)
+        config = pi.Config(str(program), str(params))
+        config.disable_gpu()
+        config.set_cpu_math_library_num_threads(self.threads)
+        config.switch_ir_optim(True)
+        config.disable_glog_info()
+        if self.use_onednn:
+            config.enable_mkldnn()
+            config.set_mkldnn_cache_capacity(16)
+        try:
+            self._root = pi.create_predictor(config)
+        except Exception as e:
+            raise ModelLoadError(f"Paddle Inference cannot load {program}: {e}") from e
+        self._feeds = {n: names.feeds[n] for n in card.inputs}
+        self._fetches = {n: names.fetches[n] for n in card.outputs}
+        self._local.predictor = self._root
+        self.card = card
+        logger.info(
+            "paddle %s loaded %s (%d threads, oneDNN %s)",
+            pi.get_version().split()[1] if " " in pi.get_version() else pi.get_version(),
+            program,
+            self.threads,
+            "on" if self.use_onednn else "off",
+        )
+
+    def _predictor(self):
+        pred = getattr(self._local, "predictor", None)
+        if pred is None:
+            pred = self._local.predictor = self._root.clone()
+        return pred
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        pred = self._predictor()
+        try:
+            for logical, var in self._feeds.items():
+                pred.get_input_handle(var).copy_from_cpu(np.ascontiguousarray(feed[logical]))
+            pred.run()
+            return {
+                logical: pred.get_output_handle(var).copy_to_cpu() for logical, var in self._fetches.items()
+            }
+        except Exception as e:
+            raise InferenceError(f"paddle inference failed: {e}") from e
+
+    def close(self) -> None:
+        self._root = None
+        self._local = threading.local()

@@ -1,0 +1,121 @@
+"""The request and response contract, the same over RPC (PipelineClient) and HTTP JSON.
+
+Request: Paddle Serving's ``{"key": [...], "value": [...]}`` with keys
+
+- ``task``: ``"uie"`` or ``"spo"``
+- ``text``: one text, or a JSON list of texts (a value starting with ``[`` that parses as a list)
+- ``schema``: UIE only, a JSON schema as PaddleNLP Taskflow takes it
+- ``position_prob``: optional, UIE span threshold in (0, 1)
+
+Response: ``value[0]`` (key ``result``) is one JSON string: a list with, per text, either its
+result or ``{"error": {"code", "type", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.config import Limits
+from pipeline.errors import InvalidRequest, InvalidSchema, InvalidText, LimitExceeded
+
+REQUEST_KEYS = frozenset({"task", "text", "schema", "position_prob"})
+RESULT_KEY = "result"
+
+
+class IERequest(BaseModel):
+    """A parsed request; ``texts`` are raw items, checked one by one by :func:`check_text`."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    task: Literal["uie", "spo"]
+    texts: list[Any] = Field(min_length=1)
+    schema_: Any = Field(default=None, alias="schema")
+    position_prob: float | None = Field(default=None, gt=0.0, lt=1.0)
+
+
+def _parse_texts(raw: Any) -> list[Any]:
+    if isinstance(raw, list):
+        return raw
+    if not isinstance(raw, str):
+        raise InvalidRequest("'text' must be a string or a JSON list of strings")
+    if raw.lstrip().startswith("["):
+        try:
+            parsed = json.loads(raw)
+        except json.JSONDecodeError:
+            return [raw]
+        if isinstance(parsed, list):
+            return parsed
+    return [raw]
+
+
+def _parse_schema(raw: Any) -> Any:
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        raise InvalidSchema("task 'uie' needs a 'schema' (a JSON list or object of names)")
+    if isinstance(raw, str):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            # A bare name such as 人物 is a valid one-node schema.
+            return raw
+    return raw
+
+
+def parse_request(kv: dict[str, Any], limits: Limits) -> IERequest:
+    """Validate the request as a whole; raises InvalidRequest (or a subclass) on bad input."""
+    unknown = set(kv) - REQUEST_KEYS
+    if unknown:
+        raise InvalidRequest(f"unknown keys {sorted(unknown)}; allowed keys are {sorted(REQUEST_KEYS)}")
+    for key in ("task", "text"):
+        if key not in kv:
+            raise InvalidRequest(f"missing key '{key}'")
+    task = kv["task"]
+    if task not in ("uie", "spo"):
+        raise InvalidRequest(f"unknown task {task!r}; use 'uie' or 'spo'")
+    texts = _parse_texts(kv["text"])
+    if not texts:
+        raise InvalidRequest("'text' is an empty list")
+    if len(texts) > limits.max_texts:
+        raise LimitExceeded(f"{len(texts)} texts in one request; the limit is {limits.max_texts}")
+    fields: dict[str, Any] = {"task": task, "texts": texts}
+    if task == "uie":
+        fields["schema"] = _parse_schema(kv.get("schema"))
+    elif kv.get("schema") not in (None, ""):
+        raise InvalidRequest("task 'spo' takes no 'schema'")
+    if kv.get("position_prob") not in (None, ""):
+        if task != "uie":
+            raise InvalidRequest("'position_prob' applies to task 'uie' only")
+        try:
+            fields["position_prob"] = float(kv["position_prob"])
+        except (TypeError, ValueError) as e:
+            raise InvalidRequest("'position_prob' must be a number in (0, 1)") from e
+    try:
+        return IERequest.model_validate(fields)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise InvalidRequest(f"'{'.'.join(map(str, err['loc']))}': {err['msg']}") from e
+
+
+def _is_blank(text: str) -> bool:
+    return all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zs") for c in text)
+
+
+def check_text(item: Any, limits: Limits) -> str:
+    """Validate one text; raises InvalidText / LimitExceeded with a message for that item."""
+    if not isinstance(item, str):
+        raise InvalidText(f"a text must be a string, got {type(item).__name__}")
+    if not item or _is_blank(item):
+        raise InvalidText("empty or whitespace-only text")
+    if len(item) > limits.max_text_chars:
+        raise LimitExceeded(
+            f"text of {len(item)} chars; the limit is {limits.max_text_chars} (ie.limits.max_text_chars)"
+        )
+    return item
+
+
+def encode_results(items: list[dict[str, Any]]) -> str:
+    """The response's one JSON string (UTF-8 text, Chinese kept readable)."""
+    return json.dumps(items, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,64 @@
+"""config.yml parsing: the shipped file is valid, and each mistake gets a message saying what to fix."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import load_config
+from pipeline.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def shipped() -> dict:
+    return yaml.safe_load((ROOT / "config.yml").read_text(encoding="utf-8"))
+
+
+def test_shipped_config_is_valid():
+    cfg = load_config(ROOT / "config.yml")
+    assert cfg.rpc_port == 8088 and cfg.http_port == 18082
+    assert set(cfg.ie.models) == {"uie", "spo"}
+    assert cfg.ie.models["uie"].dir == (ROOT / "serving_model" / "uie").resolve()
+    assert "ie" not in cfg.pipeline
+    assert cfg.op_conf("model")["batch_size"] >= 1
+
+
+def test_override_backend(shipped, tmp_path):
+    cfg = load_config(write(tmp_path, shipped), {"backend": "onnx"})
+    assert cfg.ie.backend == "onnx"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda c: c.pop("ie"), "add an 'ie:' section"),
+        (lambda c: c["ie"].update(backend="tensorrt"), "ie.backend"),
+        (lambda c: c["ie"].update(unknown_key=1), "ie.unknown_key"),
+        (lambda c: c["ie"]["models"]["uie"].update(position_prob=1.5), "ie.models.uie.position_prob"),
+        (lambda c: c.update(rpc_port=80), "rpc_port must be an integer in 1024-65535"),
+        (lambda c: c["op"].pop("decode"), "op.decode"),
+        (lambda c: c["op"]["model"].update(auto_batching_timeout=-1), "auto_batching_timeout"),
+        (lambda c: c["op"].update(extra={"concurrency": 1}), "unknown op sections"),
+    ],
+)
+def test_bad_config_says_what_to_fix(shipped, tmp_path, mutate, needle):
+    mutate(shipped)
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.").replace("(", r"\(")):
+        load_config(write(tmp_path, shipped))
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yml")
+    bad = tmp_path / "bad.yml"
+    bad.write_text("rpc_port: [", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)

@@ -1,0 +1,171 @@
+"""The real service on loopback: HTTP (Paddle Serving's Go gateway) and RPC (PipelineClient),
+both backends, the held-out demo sentences against their ground truth, and per-text errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from client import http_client, rpc_client
+from conversion.demo_data import generate, uie_schema
+from conversion.metrics import (
+    micro_prf,
+    spo_gold_facts,
+    spo_predicted_facts,
+    uie_gold_facts,
+    uie_predicted_facts,
+)
+from tests.server import SERVING_MODEL, run_server
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (SERVING_MODEL / "parity.json").exists(),
+        reason="demo models not built: run `python -m conversion.bridge build`",
+    ),
+]
+
+N_HELD_OUT = 120  # held-out sentences sent through each server (keeps the suite within minutes)
+
+
+@pytest.fixture(scope="module")
+def held_out() -> list[dict]:
+    _, test = generate(seed=0)
+    # The long multi-sentence texts come first so that windowing is always exercised.
+    test = sorted(test, key=lambda r: -len(r["text"]))
+    return test[:N_HELD_OUT]
+
+
+@pytest.fixture(scope="module", params=["paddle", "onnx"])
+def server(request, tmp_path_factory):
+    with run_server(tmp_path_factory.mktemp(f"srv-{request.param}"), backend=request.param) as srv:
+        srv.backend = request.param
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def answers(server, held_out) -> dict[str, list[dict]]:
+    """The held-out texts through RPC, 8 texts per request, both tasks."""
+    client = rpc_client.connect(server.rpc_endpoint)
+    texts = [r["text"] for r in held_out]
+    out: dict[str, list[dict]] = {"uie": [], "spo": []}
+    for i in range(0, len(texts), 8):
+        out["uie"] += rpc_client.predict("uie", texts[i : i + 8], uie_schema(), client=client)
+        out["spo"] += rpc_client.predict("spo", texts[i : i + 8], client=client)
+    return out
+
+
+def test_uie_held_out_f1(answers, held_out):
+    prf = micro_prf([uie_gold_facts(r) for r in held_out], [uie_predicted_facts(a) for a in answers["uie"]])
+    assert prf["f1"] >= 0.95, prf
+
+
+def test_spo_held_out_f1(answers, held_out):
+    prf = micro_prf([spo_gold_facts(r) for r in held_out], [spo_predicted_facts(a) for a in answers["spo"]])
+    assert prf["f1"] >= 0.95, prf
+
+
+def test_offsets_point_at_the_text(answers, held_out):
+    for record, result in zip(held_out, answers["spo"], strict=True):
+        for spo in result["spo_list"]:
+            assert record["text"][spo["subject_start"] : spo["subject_end"]] == spo["subject"]
+            assert record["text"][spo["object_start"] : spo["object_end"]] == spo["object"]
+            assert 0.0 < spo["score"] <= 1.0
+    for record, result in zip(held_out, answers["uie"], strict=True):
+        for items in result.values():
+            for it in items:
+                assert record["text"][it["start"] : it["end"]] == it["text"]
+                assert 0.5 < it["probability"] <= 1.0
+
+
+def test_http_equals_rpc(server, held_out):
+    texts = [r["text"] for r in held_out[:6]]
+    for task, schema in (("uie", uie_schema()), ("spo", None)):
+        over_http = http_client.predict(task, texts, schema, url=server.http_url)
+        over_rpc = rpc_client.predict(task, texts, schema, endpoint=server.rpc_endpoint)
+        assert over_http == over_rpc
+
+
+def test_single_text_nested_schema_and_position_prob(server, held_out):
+    record = next(r for r in held_out if r["spo_list"])
+    s = record["spo_list"][0]
+    schema = {s["subject_type"]: [s["predicate"]]}
+    [result] = rpc_client.predict("uie", record["text"], schema, endpoint=server.rpc_endpoint)
+    subjects = {it["text"]: it for it in result[s["subject_type"]]}
+    assert s["subject"] in subjects
+    objects = [o["text"] for o in subjects[s["subject"]]["relations"][s["predicate"]]]
+    assert s["object"] in objects
+    [strict] = rpc_client.predict("uie", record["text"], schema, 0.999999, endpoint=server.rpc_endpoint)
+    assert len(strict.get(s["subject_type"], [])) <= len(result[s["subject_type"]])
+
+
+def test_per_text_errors_keep_the_others(server):
+    texts = ["张伟出生于杭州。", "", "   ", "陈静毕业于北辰大学。"]
+    for predict, where in (
+        (rpc_client.predict, {"endpoint": server.rpc_endpoint}),
+        (http_client.predict, {"url": server.http_url}),
+    ):
+        results = predict("spo", json.dumps(texts, ensure_ascii=False), **where)
+        assert len(results) == 4
+        assert "spo_list" in results[0] and "spo_list" in results[3]
+        for bad in (results[1], results[2]):
+            assert bad["error"]["code"] == 5000 and bad["error"]["type"] == "invalid_text"
+    mixed = http_client.post_raw(
+        {"key": ["task", "text"], "value": ["spo", json.dumps(["张伟出生于杭州。", 7])]}, server.http_url
+    )
+    items = json.loads(mixed["value"][0])
+    assert "spo_list" in items[0] and items[1]["error"]["type"] == "invalid_text"
+
+
+@pytest.mark.parametrize(
+    ("kv", "needle"),
+    [
+        ({"task": "ner", "text": "x"}, "unknown task"),
+        ({"text": "x"}, "missing key 'task'"),
+        ({"task": "uie", "text": "张伟"}, "schema"),
+        ({"task": "uie", "text": "张伟", "schema": "{}"}, "empty"),
+    ],
+)
+def test_whole_request_errors(server, kv, needle):
+    answer = http_client.post_raw({"key": list(kv), "value": list(kv.values())}, server.http_url)
+    assert answer["err_no"] == 5000 and needle in answer["err_msg"], answer
+    resp = rpc_client.connect(server.rpc_endpoint).predict(feed_dict=kv, fetch=None)
+    assert resp.err_no == 5000 and needle in resp.err_msg, resp
+
+
+def test_concurrent_requests_get_their_own_answers(server, held_out, answers):
+    """Requests merged by auto-batching come back to their own caller, equal to sequential answers."""
+    texts = [r["text"] for r in held_out[:48]]
+
+    def one(i: int) -> tuple[int, list[dict]]:
+        task = "uie" if i % 2 else "spo"
+        schema = uie_schema() if task == "uie" else None
+        return i, rpc_client.predict(task, texts[i], schema, endpoint=server.rpc_endpoint)
+
+    with ThreadPoolExecutor(16) as pool:
+        for i, [result] in pool.map(one, range(len(texts))):
+            assert result == answers["uie" if i % 2 else "spo"][i]
+
+
+def _close(a, b, tol=1e-4) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], tol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y, tol) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, abs_tol=tol)
+    return a == b
+
+
+_BY_BACKEND: dict[str, dict] = {}
+
+
+def test_paddle_and_onnx_answer_the_same(server, answers):
+    """Runs once per backend; the second run compares with the first."""
+    _BY_BACKEND[server.backend] = answers
+    if len(_BY_BACKEND) < 2:
+        pytest.skip("compared when the second backend's server has answered")
+    assert _close(_BY_BACKEND["paddle"], _BY_BACKEND["onnx"])
