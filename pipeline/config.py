@@ -52,6 +52,10 @@ class IESettings(_Strict):
     models: dict[Literal["uie", "spo"], ModelSettings]
     limits: Limits = Limits()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    http_gateway: Literal["auto", "go", "python"] = Field(
+        default="auto", description="go: Paddle Serving's x86-64 gateway; auto: go where it runs"
+    )
+    bind_address: str = Field(default="0.0.0.0", description="address of the python HTTP gateway")
 
     @field_validator("models")
     @classmethod

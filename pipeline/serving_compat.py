@@ -6,6 +6,11 @@ needs ``paddle.fluid``, which Paddle 3 removed. Our ops never use that client (t
 backends), so when the real package is missing we register a stand-in module whose ``Client``
 raises on use. Everything else of the framework is used as shipped.
 
+The package's own ``__init__`` imports the launcher of the C++ server and an environment check
+that imports pytest; none of it is used by the pipeline. Unless the package is already imported,
+we register it as a bare package (its submodules import as usual) so that a slim, Paddle-free
+install needs neither.
+
 Import the pipeline classes from here, never from ``paddle_serving_server`` directly.
 """
 
@@ -37,7 +42,21 @@ def _install_client_stub() -> None:
     sys.modules["paddle_serving_client"] = stub
 
 
+def _register_bare_package() -> None:
+    if "paddle_serving_server" in sys.modules:
+        return
+    spec = importlib.util.find_spec("paddle_serving_server")
+    if spec is None or spec.submodule_search_locations is None:
+        raise ImportError("paddle-serving-server is not installed: run ./setup.sh")
+    package = types.ModuleType("paddle_serving_server")
+    package.__doc__ = "Registered without its __init__ by pipeline.serving_compat; see that module."
+    package.__path__ = list(spec.submodule_search_locations)
+    package.__spec__ = spec
+    sys.modules["paddle_serving_server"] = package
+
+
 _install_client_stub()
+_register_bare_package()
 
 from paddle_serving_server.pipeline import (  # noqa: E402
     Op,
@@ -46,6 +65,19 @@ from paddle_serving_server.pipeline import (  # noqa: E402
     RequestOp,
     ResponseOp,
 )
-from paddle_serving_server.pipeline.proto import pipeline_service_pb2  # noqa: E402
+from paddle_serving_server.pipeline.proto import (  # noqa: E402
+    pipeline_service_pb2,
+    pipeline_service_pb2_grpc,
+)
+from paddle_serving_server.proto import general_model_config_pb2  # noqa: E402
 
-__all__ = ["Op", "PipelineClient", "PipelineServer", "RequestOp", "ResponseOp", "pipeline_service_pb2"]
+__all__ = [
+    "Op",
+    "PipelineClient",
+    "PipelineServer",
+    "RequestOp",
+    "ResponseOp",
+    "general_model_config_pb2",
+    "pipeline_service_pb2",
+    "pipeline_service_pb2_grpc",
+]

@@ -22,9 +22,7 @@ class ServingVars:
 
 def read_serving_conf(serving_server_dir: str | Path) -> ServingVars:
     """Parse ``serving_server_conf.prototxt`` in ``serving_server_dir``."""
-    # Imported here: the proto module ships in paddle_serving_server, which the ONNX-only
-    # install also has, but nothing should pay for it at import time.
-    from paddle_serving_server.proto import general_model_config_pb2
+    from pipeline.serving_compat import general_model_config_pb2
 
     path = Path(serving_server_dir) / CONF_NAME
     try:

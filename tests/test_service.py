@@ -4,7 +4,6 @@ both backends, the held-out demo sentences against their ground truth, and per-t
 from __future__ import annotations
 
 import json
-import math
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -18,6 +17,7 @@ from conversion.metrics import (
     uie_gold_facts,
     uie_predicted_facts,
 )
+from tests.compare import close
 from tests.server import SERVING_MODEL, run_server
 
 pytestmark = [
@@ -150,16 +150,6 @@ def test_concurrent_requests_get_their_own_answers(server, held_out, answers):
             assert result == answers["uie" if i % 2 else "spo"][i]
 
 
-def _close(a, b, tol=1e-4) -> bool:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k], tol) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_close(x, y, tol) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, abs_tol=tol)
-    return a == b
-
-
 _BY_BACKEND: dict[str, dict] = {}
 
 
@@ -168,4 +158,4 @@ def test_paddle_and_onnx_answer_the_same(server, answers):
     _BY_BACKEND[server.backend] = answers
     if len(_BY_BACKEND) < 2:
         pytest.skip("compared when the second backend's server has answered")
-    assert _close(_BY_BACKEND["paddle"], _BY_BACKEND["onnx"])
+    assert close(_BY_BACKEND["paddle"], _BY_BACKEND["onnx"])

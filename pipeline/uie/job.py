@@ -1,0 +1,269 @@
+"""The multi-stage UIE extraction of one request, driven row batch by row batch by the model op.
+
+Stage 1 asks every root schema name of every text; each later stage asks every child name of
+every span found in the stage before (prompt ``span + "的" + child``, or ``child + " of " + span``
+for an English schema), as Taskflow's ``_multi_stage_predict`` does, but with all nodes of one
+depth in one stage and each distinct (text, prompt) asked once. Each text is tokenized once;
+long texts are read in overlapping windows cut in token space (``window_overlap`` counts tokens,
+one per Chinese character), so a window never splits a token. Between stages only decoded spans
+are kept. Usage::
+
+    job = UIEJob(texts, parse_schema(schema), tokenizer)
+    while rows := job.next_rows():
+        start_prob, end_prob = model(rows)
+        job.consume(start_prob, end_prob)
+    results = job.result()
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.tokenizer import Encoded, IETokenizer
+from pipeline.uie.schema import SchemaNode, dbc2sbc, parse_schema
+from pipeline.uie.spans import Span, decode_row
+from pipeline.uie.windows import (
+    Pieces,
+    TextPieces,
+    default_overlap,
+    merge_window_spans,
+    pair_row,
+    window_bounds,
+)
+
+logger = logging.getLogger(__name__)
+
+SPECIAL_TOKENS_PER_ROW = 3  # [CLS] prompt [SEP] text [SEP]
+_NO_LIMIT = 1 << 30  # max_len that never truncates
+
+
+@dataclass
+class _Item:
+    text: str
+    start: int | None
+    end: int | None
+    probability: float
+    relations: dict[str, list[_Item]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"text": self.text}
+        if self.start is not None:
+            out["start"] = self.start
+            out["end"] = self.end
+        out["probability"] = self.probability
+        if self.relations:
+            out["relations"] = {k: [i.to_dict() for i in v] for k, v in self.relations.items()}
+        return out
+
+
+@dataclass
+class _Query:
+    """One (text, schema node, prompt) question; ``parent`` is the span it hangs under."""
+
+    text_idx: int
+    node: SchemaNode
+    prompt: str
+    parent: _Item | None
+
+
+@dataclass
+class _Answer:
+    """What the model said for one (text, prompt): merged text spans and a classification vote."""
+
+    windows: list[tuple[int, int, list[Span]]] = field(default_factory=list)
+    labels: list[tuple[str, float]] = field(default_factory=list)  # best label per window
+
+
+@dataclass
+class _RowMeta:
+    key: tuple[int, str]
+    offset: int
+    length: int
+
+
+def child_prompt(parent_text: str, node: SchemaNode, schema_lang: str = "ch") -> str:
+    """The prompt asking for ``node`` under a parent span, as Taskflow builds it (half-width)."""
+    if schema_lang == "en":
+        if node.is_classification:
+            prefix, options = node.cls_parts()
+            return dbc2sbc(f"{prefix} of {parent_text} {options}")
+        return dbc2sbc(f"{node.name} of {parent_text}")
+    return dbc2sbc(parent_text + "的" + node.name)
+
+
+class UIEJob:
+    """Stateful multi-stage UIE extraction for several texts and one schema.
+
+    ``schema`` is a parsed tree (:func:`parse_schema`) or a raw schema, parsed here.
+    """
+
+    def __init__(
+        self,
+        texts: list[str],
+        schema: list[SchemaNode] | str | list | dict,
+        tokenizer: IETokenizer,
+        max_seq_len: int = 512,
+        position_prob: float = 0.5,
+        window_overlap: int | None = None,
+        schema_lang: str = "ch",
+    ):
+        if not (isinstance(schema, list) and schema and all(isinstance(n, SchemaNode) for n in schema)):
+            schema = parse_schema(schema)  # a raw schema; raises SchemaError when empty or invalid
+        if schema_lang not in ("ch", "en"):
+            raise ValueError(f"schema_lang must be 'ch' or 'en', got {schema_lang!r}")
+        if not 0.0 <= position_prob < 1.0:
+            raise ValueError(f"position_prob must be in [0, 1), got {position_prob}")
+        if max_seq_len < SPECIAL_TOKENS_PER_ROW + 2:
+            raise ValueError(f"max_seq_len too small: {max_seq_len}")
+        if window_overlap is not None and window_overlap < 0:
+            raise ValueError(f"window_overlap must be >= 0, got {window_overlap}")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"text {i} is {type(t).__name__}, not str")
+        self.texts = list(texts)
+        self.schema = schema
+        self.tokenizer = tokenizer
+        self.max_seq_len = max_seq_len
+        self.position_prob = position_prob
+        self.window_overlap = window_overlap
+        self.schema_lang = schema_lang
+        self.stages_run = 0
+        self.rows_run = 0
+        self._roots: list[dict[str, list[_Item]]] = [{} for _ in self.texts]
+        self._queries: list[_Query] = [
+            _Query(t, node, node.prompt, None)
+            for node in schema
+            for t, text in enumerate(self.texts)
+            if text.strip()
+        ]
+        self._rows: list[Encoded] | None = None
+        self._meta: list[_RowMeta] = []
+        self._prompts: dict[str, Pieces] = {}
+        self._texts: dict[int, TextPieces] = {}
+        live = sorted({q.text_idx for q in self._queries})
+        encoded = tokenizer.encode_batch([self.texts[i] for i in live], max_len=_NO_LIMIT)
+        self._texts = {i: TextPieces(row) for i, row in zip(live, encoded, strict=True)}
+
+    @property
+    def done(self) -> bool:
+        return not self._queries
+
+    # -- building rows -------------------------------------------------------------------------
+
+    def _prompt_pieces(self, prompts: list[str]) -> None:
+        todo = [p for p in dict.fromkeys(prompts) if p not in self._prompts]
+        for prompt, row in zip(todo, self.tokenizer.encode_batch(todo, max_len=_NO_LIMIT), strict=True):
+            self._prompts[prompt] = Pieces.of(row)
+
+    def _prepare(self) -> None:
+        keys = list(dict.fromkeys((q.text_idx, q.prompt) for q in self._queries))
+        self._prompt_pieces([prompt for _, prompt in keys])
+        rows: list[Encoded] = []
+        meta: list[_RowMeta] = []
+        for key in keys:
+            text_idx, prompt = key
+            pp = self._prompts[prompt]
+            budget = self.max_seq_len - SPECIAL_TOKENS_PER_ROW - len(pp.ids)
+            if budget < 1:
+                logger.warning("prompt of %d tokens leaves no room for text; skipped", len(pp.ids))
+                continue
+            tp = self._texts[text_idx]
+            overlap = default_overlap(budget) if self.window_overlap is None else self.window_overlap
+            stride = max(1, budget - overlap)
+            bounds = window_bounds(len(tp.ids), budget, stride)
+            for w, (a, b) in enumerate(bounds):
+                # char extent of the window; the first and last windows reach the text's own ends
+                lo = 0 if w == 0 else tp.offsets[a][0]
+                hi = len(self.texts[text_idx]) if w == len(bounds) - 1 else tp.offsets[b - 1][1]
+                rows.append(pair_row(self.tokenizer, pp, tp, a, b, lo))
+                meta.append(_RowMeta(key, lo, hi - lo))
+        self._rows, self._meta = rows, meta
+
+    def next_rows(self) -> list[Encoded]:
+        """The rows still to run for the current stage; ``[]`` when the job is done."""
+        if self.done:
+            return []
+        if self._rows is None:
+            self._prepare()
+            if not self._rows:  # every prompt of this stage was skipped
+                self._finish_stage({})
+                return self.next_rows()
+        return list(self._rows)
+
+    # -- reading model outputs ---------------------------------------------------------------
+
+    def consume(self, start_prob: Sequence[np.ndarray], end_prob: Sequence[np.ndarray]) -> None:
+        """Decode the model outputs for the rows of the last :meth:`next_rows` and advance a stage."""
+        if self._rows is None:
+            raise RuntimeError("consume() called without pending rows; call next_rows() first")
+        if len(start_prob) != len(self._rows) or len(end_prob) != len(self._rows):
+            raise ValueError(
+                f"expected {len(self._rows)} probability rows, got {len(start_prob)}/{len(end_prob)}"
+            )
+        labels_of = {(q.text_idx, q.prompt): q.node.labels for q in self._queries}
+        answers: dict[tuple[int, str], _Answer] = {}
+        for i, (row, m) in enumerate(zip(self._rows, self._meta, strict=True)):
+            spans = decode_row(row, start_prob[i], end_prob[i], self.position_prob)
+            ans = answers.setdefault(m.key, _Answer())
+            ans.windows.append((m.offset, m.length, spans.text))
+            labels = labels_of[m.key]
+            if labels and spans.prompt:
+                prompt = m.key[1]
+                found = [(prompt[s:e], p) for s, e, p in spans.prompt if prompt[s:e] in labels]
+                if found:
+                    ans.labels.append(max(found, key=lambda lp: lp[1]))
+        self.rows_run += len(self._rows)
+        self._finish_stage(answers)
+
+    def _finish_stage(self, answers: dict[tuple[int, str], _Answer]) -> None:
+        self.stages_run += 1
+        merged: dict[tuple[int, str], list[Span]] = {}
+        next_queries: list[_Query] = []
+        for q in self._queries:
+            key = (q.text_idx, q.prompt)
+            ans = answers.get(key)
+            if ans is None:
+                items: list[_Item] = []
+            elif q.node.is_classification:
+                items = _vote(ans.labels)
+            else:
+                if key not in merged:
+                    merged[key] = merge_window_spans(ans.windows, len(self.texts[q.text_idx]))
+                text = self.texts[q.text_idx]
+                items = [_Item(text[s:e], s, e, p) for s, e, p in merged[key]]
+            if not items:
+                continue
+            target = self._roots[q.text_idx] if q.parent is None else q.parent.relations
+            target.setdefault(q.node.name, []).extend(items)
+            for item in items:
+                for child in q.node.children:
+                    prompt = child_prompt(item.text, child, self.schema_lang)
+                    next_queries.append(_Query(q.text_idx, child, prompt, item))
+        self._queries = next_queries
+        self._rows, self._meta = None, []
+        for pieces in self._texts.values():
+            pieces.clear()
+
+    # -- results -------------------------------------------------------------------------------
+
+    def result(self) -> list[dict]:
+        """One Taskflow-format dict per text (``{}`` when nothing was found)."""
+        if not self.done:
+            raise RuntimeError("the job has rows left to run")
+        return [{k: [i.to_dict() for i in v] for k, v in roots.items()} for roots in self._roots]
+
+
+def _vote(labels: list[tuple[str, float]]) -> list[_Item]:
+    """Taskflow's window vote for classification: most windows, then highest summed probability."""
+    if not labels:
+        return []
+    tally: dict[str, list[float]] = {}
+    for label, p in labels:
+        tally.setdefault(label, []).append(p)
+    label, probs = max(tally.items(), key=lambda kv: (len(kv[1]), sum(kv[1])))
+    return [_Item(label, None, None, sum(probs) / len(probs))]

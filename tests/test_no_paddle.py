@@ -1,0 +1,57 @@
+"""The service from a second venv with no paddlepaddle (and no torch): the arm-host install.
+
+The venv is made by ``./setup.sh --serve-only`` (requirements-serve.txt), so this also proves
+that file is complete. Its answers must equal those of the full install.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from client import http_client, rpc_client
+from conversion.demo_data import generate, uie_schema
+from tests.compare import close
+from tests.server import ROOT, SERVING_MODEL, run_server
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (SERVING_MODEL / "parity.json").exists(), reason="demo models not built"),
+]
+
+VENV = ROOT / "build" / "venv-serve"
+
+
+@pytest.fixture(scope="module")
+def slim_python() -> str:
+    subprocess.run([str(ROOT / "setup.sh"), "--serve-only", str(VENV)], check=True, timeout=900)
+    python = str(VENV / "bin" / "python")
+    probe = subprocess.run(
+        [python, "-c", "import importlib.util as u; print(u.find_spec('paddle'), u.find_spec('torch'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert probe.stdout.split() == ["None", "None"], "the slim venv must not have paddle or torch"
+    return python
+
+
+def _ask(server, texts: list[str]) -> dict[str, list[dict]]:
+    return {
+        "uie": rpc_client.predict("uie", texts, uie_schema(), endpoint=server.rpc_endpoint),
+        "spo": http_client.predict("spo", texts, url=server.http_url),
+    }
+
+
+def test_slim_venv_serves_the_same_answers(slim_python, tmp_path: Path):
+    _, test = generate(seed=0)
+    texts = [r["text"] for r in test[:16]]
+    with run_server(tmp_path / "slim", backend="auto", python=slim_python) as slim:
+        assert "using onnx" in slim.log()
+        slim_answers = _ask(slim, texts)
+    with run_server(tmp_path / "full", backend="paddle") as full:
+        full_answers = _ask(full, texts)
+    assert close(slim_answers, full_answers)
+    assert any(r["spo_list"] for r in slim_answers["spo"])
