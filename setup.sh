@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
-# Create .venv at the repo root and install the pinned dependencies.
-#   ./setup.sh          service + conversion bridge (x86-64: Paddle, PyTorch, converters)
-#   ./setup.sh --dev    the same plus the test and lint tools
-#   ./setup.sh --serve-only VENV_DIR   the service alone (ONNX Runtime, no Paddle, no PyTorch)
+# Create a venv and install the pinned dependencies.
+#   ./setup.sh                      .venv: service + conversion bridge (Paddle, PyTorch, converters)
+#   ./setup.sh --dev                the same plus the test and lint tools
+#   ./setup.sh --serve-only DIR     DIR: the service alone on ONNX Runtime (no Paddle, no PyTorch),
+#                                   as on arm hosts; the same step as the Docker image's
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 mode=${1:-}
 venv=.venv
-reqs=(-r requirements.txt)
 case "$mode" in
-  --dev) reqs+=(-r requirements-dev.txt) ;;
-  --serve-only) venv=${2:?VENV_DIR}; reqs=(-r requirements-serve.txt) ;;
-  "") ;;
-  *) echo "usage: $0 [--dev | --serve-only VENV_DIR]" >&2; exit 2 ;;
+  --dev | "") ;;
+  --serve-only) venv=${2:?usage: $0 --serve-only DIR} ;;
+  *) echo "usage: $0 [--dev | --serve-only DIR]" >&2; exit 2 ;;
 esac
 [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
-"$venv/bin/python" -m pip install -q --upgrade pip==25.2
-"$venv/bin/python" -m pip install -q "${reqs[@]}"
-# Their declared pins cannot be met on Python 3.11; what they import is pinned above.
-"$venv/bin/python" -m pip install -q --no-deps -r requirements-nodeps.txt
+py="$venv/bin/python"
+"$py" -m pip install -q --upgrade pip==25.2
+if [ "$mode" = "--serve-only" ]; then
+  docker/install.sh "$py" onnx
+else
+  reqs=(-r requirements.txt)
+  [ "$mode" = "--dev" ] && reqs+=(-r requirements-dev.txt)
+  "$py" -m pip install -q "${reqs[@]}"
+  # Their declared pins cannot be met on Python 3.11; what they import is pinned in requirements*.txt.
+  "$py" -m pip install -q --no-deps -r requirements-nodeps.txt
+fi
 echo "installed into $venv"

@@ -18,11 +18,34 @@ from pipeline.backends import create_backend, resolve_backend
 from pipeline.config import ServiceConfig, load_config
 from pipeline.errors import ConfigError
 from pipeline.gateway import HttpGateway, go_gateway_runs_here
+from pipeline.kserve import KServeServer
+from pipeline.metrics import model_ready_setter, start_metrics_server
 from pipeline.models import load_served_models
 from pipeline.serving_compat import Op, PipelineServer, RequestOp, ResponseOp
 
 SERVICE_NAME = "ie"
+OWN_LOGGERS = ("web_service", "ops", "pipeline", "client")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 logger = logging.getLogger("web_service")
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """This project's loggers to stderr at ``level``, beside Paddle Serving's PipelineServingLogs/.
+
+    Importing Paddle Serving's pipeline sends the root logger to files only and disables the
+    loggers created before it; ours are re-enabled here.
+    """
+    for name, existing in list(logging.root.manager.loggerDict.items()):
+        if isinstance(existing, logging.Logger) and name.split(".")[0] in OWN_LOGGERS:
+            existing.disabled = False
+    for name in OWN_LOGGERS:
+        own = logging.getLogger(name)
+        own.setLevel(level)
+        if not own.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter(LOG_FORMAT))
+            own.addHandler(handler)
+    logging.getLogger().setLevel(level)
 
 
 def preflight(config: ServiceConfig) -> str:
@@ -55,10 +78,12 @@ def use_python_gateway(config: ServiceConfig) -> bool:
 class IEWebService:
     """Builds the DAG and runs it in a PipelineServer, as Paddle Serving's WebService does."""
 
-    def __init__(self, config: ServiceConfig, name: str = SERVICE_NAME):
+    def __init__(self, config: ServiceConfig, name: str = SERVICE_NAME, backend: str | None = None):
         self.config = config
+        self.backend = backend or resolve_backend(config.ie.backend)
         self._server = PipelineServer(name)
         self._gateway: HttpGateway | None = None
+        self._kserve: KServeServer | None = None
 
     def get_pipeline_response(self, read_op: Op) -> Op:
         ie = self.config.ie
@@ -78,13 +103,52 @@ class IEWebService:
                 max_body_bytes=ie.limits.max_body_bytes,
                 timeout_s=ie.limits.request_timeout_ms / 1000,
             )
+        self.prepare_operations()
         last_op = self.get_pipeline_response(RequestOp())
         self._server.set_response_op(ResponseOp(input_ops=[last_op]))
         self._server.prepare_server(yml_dict=pipeline_conf)
 
+    def prepare_operations(self) -> None:
+        """Bind the metrics (ie.metrics_port) and KServe v2 (ie.kserve_http_port) ports; 0 = off."""
+        ie = self.config.ie
+        models = sorted(ie.models)
+        if ie.metrics_port:
+            if not self.config.is_thread_op:
+                logger.warning(
+                    "metrics count thread ops only (dag.is_thread_op: true); process ops go uncounted"
+                )
+            try:
+                start_metrics_server(ie.metrics_port, ie.bind_address)
+            except OSError as e:
+                raise ConfigError(
+                    f"cannot serve metrics on port {ie.metrics_port} (ie.metrics_port): {e}"
+                ) from e
+        if ie.kserve_http_port:
+            cards = {name: m.card for name, m in load_served_models(ie).items()}
+            go_gateway = self._gateway is None and bool(self.config.http_port)
+            try:
+                self._kserve = KServeServer(
+                    ie.kserve_http_port,
+                    self.config.rpc_port,
+                    cards,
+                    self.backend,
+                    bind=ie.bind_address,
+                    max_body_bytes=ie.limits.max_body_bytes,
+                    timeout_s=ie.limits.request_timeout_ms / 1000,
+                    # Paddle Serving's Go gateway listens once its process has forked.
+                    wait_ports=[self.config.http_port] if go_gateway else [],
+                    on_model_ready=model_ready_setter(models),
+                )
+            except OSError as e:
+                raise ConfigError(
+                    f"cannot serve KServe on port {ie.kserve_http_port} (ie.kserve_http_port): {e}"
+                ) from e
+
     def run_service(self) -> None:
         if self._gateway is not None:
             self._gateway.start()
+        if self._kserve is not None:
+            self._kserve.start()
         self._server.run_server()
 
 
@@ -95,17 +159,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-gateway", choices=["auto", "go", "python"], help="overrides ie.http_gateway")
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in (("backend", args.backend), ("http_gateway", args.http_gateway)) if v}
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     try:
         config = load_config(args.config, overrides)
-        logging.getLogger().setLevel(config.ie.log_level)
-        preflight(config)
+        configure_logging(config.ie.log_level)
+        backend = preflight(config)
+        service = IEWebService(config, backend=backend)
+        service.prepare_pipeline_config()
     except ConfigError as e:
         logger.error("cannot start: %s", e.message)
         return 2
-    service = IEWebService(config)
-    service.prepare_pipeline_config()
-    logger.info("serving RPC on %s, HTTP on %s", config.rpc_port, config.http_port)
+    logger.info(
+        "serving RPC on %s, HTTP on %s, KServe v2 HTTP on %s, metrics on %s",
+        config.rpc_port,
+        config.http_port,
+        config.ie.kserve_http_port or "off",
+        config.ie.metrics_port or "off",
+    )
     service.run_service()
     return 0
 

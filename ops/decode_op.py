@@ -6,6 +6,7 @@ import logging
 import time
 
 from pipeline.errors import INTERNAL_MESSAGE, InferenceError
+from pipeline.metrics import finish_request, format_fields, outcome_of, request_log_fields
 from pipeline.schemas import RESULT_KEY, encode_results
 from pipeline.serving_compat import Op
 
@@ -19,18 +20,23 @@ class DecodeOp(Op):
         ((_, data),) = input_dicts.items()
         job = data["job"][0]
         if job.failure is not None:
+            self._log_request(job, outcome_of(job), job.failure.message)
             return None, True, job.failure.err_no, job.failure.message
         try:
             results = job.results()
         except Exception:
             logger.exception("log_id=%s decoding failed", log_id)
+            self._log_request(job, "internal", INTERNAL_MESSAGE)
             return None, True, InferenceError.err_no, INTERNAL_MESSAGE
-        logger.info(
-            "log_id=%s task=%s texts=%d errors=%d ms=%.1f",
-            log_id,
-            job.task,
-            len(job.slots),
-            sum(isinstance(s, BaseException) for s in job.slots),
-            (time.perf_counter() - job.created) * 1000,
-        )
+        self._log_request(job, outcome_of(job))
         return {RESULT_KEY: encode_results(results)}, True, None, ""
+
+    @staticmethod
+    def _log_request(job, outcome: str, error: str | None = None) -> None:
+        """The request's one log line (and its metrics)."""
+        now = time.perf_counter()
+        trace = finish_request(job, outcome, now)
+        fields = request_log_fields(trace, outcome, now - job.created, error)
+        logger.log(
+            logging.ERROR if outcome == "internal" else logging.INFO, "request %s", format_fields(fields)
+        )

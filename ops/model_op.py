@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from pipeline.backends import Backend, create_backend, resolve_backend
 from pipeline.config import IESettings
 from pipeline.errors import INTERNAL_MESSAGE, IEError, InferenceError
+from pipeline.metrics import CountingEngineJob, get_metrics, record_model_run, record_queue
 from pipeline.models import load_served_models
 from pipeline.runner import run_jobs
 from pipeline.serving_compat import Op
@@ -30,6 +32,7 @@ class ModelOp(Op):
             for name, m in self._models.items()
         }
         self.backend_kind = kind
+        get_metrics().set_backend(kind)
         # Our process() runs local backends, not a Paddle Serving client: tell the framework.
         self.with_serving = True
 
@@ -39,15 +42,18 @@ class ModelOp(Op):
 
     def process(self, feed_batch, typical_logid=0):
         jobs = feed_batch[0]["job"]
+        record_queue(jobs, time.perf_counter())
         for task in {job.task for job in jobs}:
             group = [job for job in jobs if job.task == task and job.engine is not None]
             if not group:
                 continue
             model = self._models[task]
+            counted = [CountingEngineJob(job.engine) for job in group]
+            started = time.perf_counter()
             try:
                 stats = run_jobs(
                     self._backends[task],
-                    [job.engine for job in group],
+                    counted,
                     model.card.inputs,
                     model.card.outputs,
                     max_batch_rows=self._settings.max_batch_rows,
@@ -62,6 +68,8 @@ class ModelOp(Op):
                 for job in group:
                     job.failure = InferenceError(INTERNAL_MESSAGE)
             else:
+                elapsed = time.perf_counter() - started
+                record_model_run(task, group, counted, stats.batches, elapsed, self.backend_kind)
                 logger.debug(
                     "log_id=%s %s: %d requests, batches %s, %d tokens",
                     typical_logid,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from pipeline.config import IESettings
 from pipeline.errors import IEError
 from pipeline.job_factory import build_job
 from pipeline.jobs import job_array
+from pipeline.metrics import RequestTrace, format_fields, record_rejected, request_log_fields, start_trace
 from pipeline.models import load_served_models
 from pipeline.serving_compat import Op
 
@@ -26,9 +28,15 @@ class TokenizeOp(Op):
 
     def preprocess(self, input_dicts, data_id=0, log_id=0):
         ((_, kv),) = input_dicts.items()
+        text = kv.get("text") if self._settings.log_requests_text else None
         try:
             job = build_job(kv, self._models, self._settings.limits, log_id)
         except IEError as e:
-            logger.info("log_id=%s rejected: %s", log_id, e.message)
+            task = record_rejected(kv)
+            trace = RequestTrace(log_id=log_id, task=task, created=time.perf_counter(), text=text)
+            logger.info(
+                "request %s", format_fields(request_log_fields(trace, "request_error", None, e.message))
+            )
             return None, True, e.err_no, e.message
+        start_trace(job, text)
         return {"job": job_array(job)}, True, None, ""

@@ -55,7 +55,14 @@ class IESettings(_Strict):
     http_gateway: Literal["auto", "go", "python"] = Field(
         default="auto", description="go: Paddle Serving's x86-64 gateway; auto: go where it runs"
     )
-    bind_address: str = Field(default="0.0.0.0", description="address of the python HTTP gateway")
+    bind_address: str = Field(
+        default="0.0.0.0", description="address of the python HTTP gateway, KServe and metrics servers"
+    )
+    kserve_http_port: int = Field(
+        default=8000, ge=0, le=65535, description="KServe v2 HTTP (health, metadata, infer); 0 = off"
+    )
+    metrics_port: int = Field(default=8002, ge=0, le=65535, description="Prometheus /metrics; 0 = off")
+    log_requests_text: bool = Field(default=False, description="put request texts in the per-request log")
 
     @field_validator("models")
     @classmethod

@@ -42,8 +42,9 @@ def go_gateway_runs_here() -> bool:
     return lib_machine == _HOST_MACHINES.get(platform.machine().lower())
 
 
-class _GrpcForwarder:
-    """One channel to the pipeline's RPC port, shared by the handler threads."""
+class GrpcForwarder:
+    """One channel to the pipeline's RPC port, shared by the handler threads of both gateways
+    (this one and the KServe server in ``pipeline/kserve.py``)."""
 
     def __init__(self, rpc_endpoint: str, timeout_s: float):
         import grpc
@@ -61,7 +62,13 @@ class _GrpcForwarder:
         )
         self._stub = pipeline_service_pb2_grpc.PipelineServiceStub(self._channel)
 
-    def inference(self, body: dict[str, Any], name: str, method: str, client_ip: str) -> dict[str, Any]:
+    def inference(
+        self, body: dict[str, Any], name: str = "ie", method: str = "prediction", client_ip: str = ""
+    ) -> dict[str, Any]:
+        """Send ``{"key", "value"[, "logid", "clientip"]}``; the Response as a dict (proto names).
+
+        Raises ``grpc.RpcError`` when the pipeline does not answer.
+        """
         from google.protobuf import json_format
 
         request = self._pb2.Request(
@@ -81,7 +88,7 @@ class _GrpcForwarder:
         self._channel.close()
 
 
-def _handler(forwarder: _GrpcForwarder, max_body: int) -> type[BaseHTTPRequestHandler]:
+def _handler(forwarder: GrpcForwarder, max_body: int) -> type[BaseHTTPRequestHandler]:
     import grpc
 
     class Handler(BaseHTTPRequestHandler):
@@ -148,7 +155,7 @@ class HttpGateway:
         max_body_bytes: int = 4 * 1024 * 1024,
         timeout_s: float = 60.0,
     ):
-        self._forwarder = _GrpcForwarder(f"127.0.0.1:{rpc_port}", timeout_s)
+        self._forwarder = GrpcForwarder(f"127.0.0.1:{rpc_port}", timeout_s)
         self._server = ThreadingHTTPServer((bind, http_port), _handler(self._forwarder, max_body_bytes))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None

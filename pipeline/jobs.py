@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from pipeline.errors import IEError, error_item
 from pipeline.tokenizer import Encoded
+
+if TYPE_CHECKING:
+    from pipeline.metrics import RequestTrace
 
 
 class EngineJob(Protocol):
@@ -32,7 +35,7 @@ class RequestJob:
     log_id: int = 0
     failure: IEError | None = None
     created: float = field(default_factory=time.perf_counter)
-    rows_run: int = 0
+    trace: RequestTrace | None = None  # per-request figures for logs and metrics
 
     def results(self) -> list[dict[str, Any]]:
         """Per input text, its result or its error object, in request order."""

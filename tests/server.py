@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -17,6 +18,30 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVING_MODEL = ROOT / "serving_model"
+
+
+def image_app_copy(dest: Path) -> Path:
+    """Copy what docker/Dockerfile copies into the image (its COPY lines) to ``dest``.
+
+    Running the service from such a copy proves the image holds every file the service needs.
+    """
+    import shutil
+
+    for line in (ROOT / "docker" / "Dockerfile").read_text(encoding="utf-8").splitlines():
+        parts = [p for p in line.split() if not p.startswith("--")]
+        if not parts or parts[0] != "COPY" or parts[1].startswith("requirements") or "docker/" in parts[1]:
+            continue
+        for src in parts[1:-1]:
+            source = ROOT / src.rstrip("/")
+            target = dest / src.rstrip("/")
+            if source.is_dir():
+                shutil.copytree(
+                    source, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+                )
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
+    return dest
 
 
 def free_port() -> int:
@@ -45,12 +70,16 @@ class RunningServer:
         return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
 
 
-def write_config(workdir: Path, backend: str, rpc_port: int, http_port: int, **ie: object) -> Path:
-    conf = yaml.safe_load((ROOT / "config.yml").read_text(encoding="utf-8"))
+def write_config(
+    workdir: Path, backend: str, rpc_port: int, http_port: int, app: Path = ROOT, **ie: object
+) -> Path:
+    conf = yaml.safe_load((app / "config.yml").read_text(encoding="utf-8"))
     conf["rpc_port"], conf["http_port"] = rpc_port, http_port
     conf["ie"]["backend"] = backend
     for name, model in conf["ie"]["models"].items():
-        model["dir"] = str(SERVING_MODEL / name)
+        model["dir"] = str(app / "serving_model" / name)
+    conf["ie"].setdefault("kserve_http_port", free_port())
+    conf["ie"].setdefault("metrics_port", free_port())
     conf["ie"].update(ie)
     path = workdir / "config.yml"
     path.write_text(yaml.safe_dump(conf, allow_unicode=True), encoding="utf-8")
@@ -77,24 +106,38 @@ def wait_ready(server: RunningServer, timeout: float = 180.0) -> None:
 
 @contextmanager
 def run_server(
-    workdir: Path, backend: str = "auto", python: str = sys.executable, env: dict | None = None, **ie: object
+    workdir: Path,
+    backend: str = "auto",
+    python: str | list[str] = sys.executable,
+    env: dict | None = None,
+    app: Path = ROOT,
+    ready_timeout: float = 180.0,
+    **ie: object,
 ) -> Iterator[RunningServer]:
-    """Run web_service.py with a copy of config.yml on free ports; stop it (SIGTERM) after."""
+    """Run ``app``/web_service.py with a copy of its config.yml on free ports; SIGTERM it after.
+
+    ``app`` is the repo, or a copy of the image's files (:func:`image_app_copy`).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     rpc_port, http_port = free_port(), free_port()
-    config = write_config(workdir, backend, rpc_port, http_port, **ie)
+    config = write_config(workdir, backend, rpc_port, http_port, app, **ie)
     log = open(workdir / "server.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [python, str(ROOT / "web_service.py"), "--config", str(config)],
+        [
+            *([python] if isinstance(python, str) else python),
+            str(app / "web_service.py"),
+            "--config",
+            str(config),
+        ],
         cwd=workdir,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        env={**os.environ, "PYTHONPATH": str(app), **(env or {})},
         start_new_session=True,
     )
     server = RunningServer(proc, rpc_port, http_port, workdir)
     try:
-        wait_ready(server)
+        wait_ready(server, ready_timeout)
         yield server
     finally:
         stop(proc)
@@ -102,12 +145,17 @@ def run_server(
 
 
 def stop(proc: subprocess.Popen, grace: float = 15.0) -> int:
-    """SIGTERM the server's process group; SIGKILL it if it has not exited after ``grace`` s."""
-    if proc.poll() is None:
+    """SIGTERM the server's process group; SIGKILL what is left after ``grace`` s.
+
+    The group is signalled even when the main process has exited: forked children (Paddle
+    Serving's HTTP proxy) would otherwise keep the ports.
+    """
+    try:
         os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return proc.returncode
+    except ProcessLookupError:
+        return proc.wait()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    return proc.wait()

@@ -1,7 +1,8 @@
 """The service from a second venv with no paddlepaddle (and no torch): the arm-host install.
 
-The venv is made by ``./setup.sh --serve-only`` (requirements-serve.txt), so this also proves
-that file is complete. Its answers must equal those of the full install.
+The venv is made by ``./setup.sh --serve-only`` (the arm64 image's install step) and the service
+runs from a copy of the image's files, so this also proves requirements-serve.txt and the
+Dockerfile's COPY lines are complete. Its answers must equal those of the full install.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 from client import http_client, rpc_client
 from conversion.demo_data import generate, uie_schema
 from tests.compare import close
-from tests.server import ROOT, SERVING_MODEL, run_server
+from tests.server import ROOT, SERVING_MODEL, image_app_copy, run_server
 
 pytestmark = [
     pytest.mark.slow,
@@ -48,7 +49,8 @@ def _ask(server, texts: list[str]) -> dict[str, list[dict]]:
 def test_slim_venv_serves_the_same_answers(slim_python, tmp_path: Path):
     _, test = generate(seed=0)
     texts = [r["text"] for r in test[:16]]
-    with run_server(tmp_path / "slim", backend="auto", python=slim_python) as slim:
+    app = image_app_copy(tmp_path / "app")
+    with run_server(tmp_path / "slim", backend="auto", python=slim_python, app=app) as slim:
         assert "using onnx" in slim.log()
         slim_answers = _ask(slim, texts)
     with run_server(tmp_path / "full", backend="paddle") as full:

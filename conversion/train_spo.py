@@ -1,0 +1,361 @@
+"""Train a tiny GPLinker SPO model on the demo data (CPU, bounded by time) and save a checkpoint.
+
+``python -m conversion.train_spo --data DIR --out DIR [--seed N]`` reads DIR/train.jsonl,
+DIR/test.jsonl and DIR/vocab.txt, stops at ``target_f1`` on the test split or at ``max_seconds``,
+and writes config.json, model.pt, predicates.json, vocab.txt and metrics.json into the output.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from conversion.models.spo_torch import PREDICATES_FILE, SPOConfig, SPOModel, save_spo_checkpoint
+from pipeline.spo_decode import decode_spo_dense
+from pipeline.tokenizer import Encoded, IETokenizer
+
+logger = logging.getLogger(__name__)
+
+TRAIN_MAX_LEN, EVAL_MAX_LEN = 128, 512
+BATCH_SIZE = 32
+SPLIT_CHARS = 120  # longer training texts are cut into chunks of whole sentences
+EVAL_CELL_BUDGET = 300_000  # batch * L * L per eval forward
+
+
+@dataclass
+class Example:
+    """One encoded training row with its GPLinker labels as (channel, row, col) token cells."""
+
+    input_ids: list[int]
+    entity: list[tuple[int, int, int]]
+    head: list[tuple[int, int, int]]
+    tail: list[tuple[int, int, int]]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Read a JSON-lines file."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def read_predicates(data_dir: Path) -> list[dict]:
+    """Predicates (index = channel) from data_dir/schema.json, else from the training triples."""
+    schema = data_dir / "schema.json"
+    if schema.exists():
+        return json.loads(schema.read_text(encoding="utf-8"))["predicates"]
+    seen: dict[str, dict] = {}
+    for rec in read_jsonl(data_dir / "train.jsonl"):
+        for s in rec["spo_list"]:
+            seen.setdefault(
+                s["predicate"],
+                {"name": s["predicate"], "subject_type": s["subject_type"], "object_type": s["object_type"]},
+            )
+    return [seen[k] for k in sorted(seen)]
+
+
+def split_record(rec: dict, max_chars: int = SPLIT_CHARS) -> list[dict]:
+    """Cut a long record at "。" into sentence records (triples crossing a cut are dropped)."""
+    text = rec["text"]
+    if len(text) <= max_chars:
+        return [rec]
+    ends = [i + 1 for i, c in enumerate(text) if c == "。" and i + 1 < len(text)] + [len(text)]
+    cuts = [0]
+    for i, end in enumerate(ends):  # greedy: as many whole sentences as fit in max_chars
+        if end - cuts[-1] > max_chars and i and ends[i - 1] > cuts[-1]:
+            cuts.append(ends[i - 1])
+    cuts.append(len(text))
+    out = []
+    for a, b in itertools.pairwise(cuts):
+        spo = []
+        for s in rec["spo_list"]:
+            ss, os_ = s["subject_start"], s["object_start"]
+            if a <= ss and ss + len(s["subject"]) <= b and a <= os_ and os_ + len(s["object"]) <= b:
+                spo.append({**s, "subject_start": ss - a, "object_start": os_ - a})
+        out.append({"text": text[a:b], "spo_list": spo})
+    return out
+
+
+def _char_to_token(enc: Encoded) -> dict[int, int]:
+    out = {}
+    for i in range(enc.text_start, enc.text_end):
+        start, end = enc.offsets[i]
+        for c in range(start, end):
+            out[c] = i
+    return out
+
+
+def make_example(rec: dict, enc: Encoded, pred_index: dict[str, int]) -> Example:
+    """GPLinker labels of ``rec`` on its encoded row; triples cut off by truncation are dropped."""
+    c2t = _char_to_token(enc)
+    ent, head, tail = set(), set(), set()
+    for s in rec["spo_list"]:
+        ss, os_ = s["subject_start"], s["object_start"]
+        se, oe = ss + len(s["subject"]) - 1, os_ + len(s["object"]) - 1
+        if not all(c in c2t for c in (ss, se, os_, oe)):
+            continue
+        sh, st, oh, ot = c2t[ss], c2t[se], c2t[os_], c2t[oe]
+        p = pred_index[s["predicate"]]
+        ent.update({(0, sh, st), (1, oh, ot)})
+        head.add((p, sh, oh))
+        tail.add((p, st, ot))
+    return Example(list(enc.input_ids), sorted(ent), sorted(head), sorted(tail))
+
+
+def _sparse_labels(cells: list[list[tuple[int, int, int]]], channels: int, length: int) -> torch.Tensor:
+    """[B, channels, K] flat cell indices (row * L + col), padded with 0."""
+    per = [[[] for _ in range(channels)] for _ in cells]
+    for b, ex_cells in enumerate(cells):
+        for c, i, j in ex_cells:
+            per[b][c].append(i * length + j)
+    k = max(1, max((len(x) for row in per for x in row), default=1))
+    out = torch.zeros(len(cells), channels, k, dtype=torch.long)
+    for b, row in enumerate(per):
+        for c, idx in enumerate(row):
+            if idx:
+                out[b, c, : len(idx)] = torch.tensor(idx)
+    return out
+
+
+def sparse_multilabel_ce(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
+    """Sparse multi-label categorical cross-entropy (index 0 = padding), per row: [...]."""
+    zeros = torch.zeros_like(y_pred[..., :1])
+    y_pred = torch.cat([y_pred, zeros], dim=-1)
+    big = zeros + 1e12
+    y_pos_2 = torch.gather(torch.cat([big, y_pred[..., 1:]], dim=-1), -1, y_true)
+    y_pos_1 = torch.cat([y_pos_2, zeros], dim=-1)
+    y_pred = torch.cat([-big, y_pred[..., 1:]], dim=-1)
+    y_pos_2 = torch.gather(y_pred, -1, y_true)
+    pos_loss = torch.logsumexp(-y_pos_1, dim=-1)
+    all_loss = torch.logsumexp(y_pred, dim=-1)
+    aux_loss = torch.logsumexp(y_pos_2, dim=-1) - all_loss
+    aux_loss = torch.clamp(1 - torch.exp(aux_loss), 1e-7, 1)
+    return pos_loss + all_loss + torch.log(aux_loss)
+
+
+def collate(batch: list[Example], num_predicates: int) -> dict[str, torch.Tensor]:
+    """Pad a batch and build its sparse labels."""
+    length = max(len(ex.input_ids) for ex in batch)
+    ids = torch.zeros(len(batch), length, dtype=torch.long)
+    mask = torch.zeros(len(batch), length, dtype=torch.long)
+    for b, ex in enumerate(batch):
+        ids[b, : len(ex.input_ids)] = torch.tensor(ex.input_ids)
+        mask[b, : len(ex.input_ids)] = 1
+    return {
+        "input_ids": ids,
+        "token_type_ids": torch.zeros_like(ids),
+        "attention_mask": mask,
+        "entity": _sparse_labels([ex.entity for ex in batch], 2, length),
+        "head": _sparse_labels([ex.head for ex in batch], num_predicates, length),
+        "tail": _sparse_labels([ex.tail for ex in batch], num_predicates, length),
+    }
+
+
+def gplinker_loss(model: SPOModel, batch: dict[str, torch.Tensor], position_offset: int = 0) -> torch.Tensor:
+    """Sum over the three heads of the per-channel-summed, batch-averaged loss."""
+    outs = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], position_offset)
+    total = torch.zeros(())
+    for out, key in zip(outs, ("entity", "head", "tail"), strict=True):
+        flat = out.reshape(out.shape[0], out.shape[1], -1)
+        total = total + sparse_multilabel_ce(batch[key], flat).sum(dim=1).mean()
+    return total
+
+
+def _batches(examples: list[Example], rng: random.Random) -> list[list[Example]]:
+    """Length-bucketed batches in random order."""
+    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].input_ids), rng.random()))
+    batches = [[examples[i] for i in order[k : k + BATCH_SIZE]] for k in range(0, len(order), BATCH_SIZE)]
+    rng.shuffle(batches)
+    return batches
+
+
+@torch.no_grad()
+def predict_records(
+    model: SPOModel, tokenizer: IETokenizer, texts: list[str], predicates: list[str]
+) -> list[list[dict]]:
+    """Decoded triples of each text (one row per text, up to EVAL_MAX_LEN tokens)."""
+    model.eval()
+    encs = tokenizer.encode_batch(texts, max_len=EVAL_MAX_LEN)
+    order = sorted(range(len(texts)), key=lambda i: len(encs[i]))
+    results: list[list[dict]] = [[] for _ in texts]
+    k = 0
+    while k < len(order):
+        size = 1
+        while k + size < len(order) and (size + 1) * len(encs[order[k + size]]) ** 2 <= EVAL_CELL_BUDGET:
+            size += 1
+        chunk = order[k : k + size]
+        length = max(len(encs[i]) for i in chunk)
+        ids = torch.zeros(len(chunk), length, dtype=torch.long)
+        mask = torch.zeros(len(chunk), length, dtype=torch.long)
+        for b, i in enumerate(chunk):
+            ids[b, : len(encs[i])] = torch.tensor(encs[i].input_ids)
+            mask[b, : len(encs[i])] = 1
+        ent, head, tail = (t.numpy() for t in model(ids, torch.zeros_like(ids), mask))
+        for b, i in enumerate(chunk):
+            results[i] = decode_spo_dense(ent[b], head[b], tail[b], encs[i], texts[i], predicates)
+        k += size
+    return results
+
+
+def evaluate(
+    model: SPOModel, tokenizer: IETokenizer, records: list[dict], predicates: list[str]
+) -> dict[str, float]:
+    """Exact-match micro P/R/F1 of (subject, predicate, object, subject_start, object_start)."""
+    preds = predict_records(model, tokenizer, [r["text"] for r in records], predicates)
+    tp = n_pred = n_gold = 0
+    for rec, pred in zip(records, preds, strict=True):
+        gold = {
+            (s["subject"], s["predicate"], s["object"], s["subject_start"], s["object_start"])
+            for s in rec["spo_list"]
+        }
+        got = {
+            (p["subject"], p["predicate"], p["object"], p["subject_start"], p["object_start"]) for p in pred
+        }
+        tp += len(gold & got)
+        n_pred += len(got)
+        n_gold += len(gold)
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_gold if n_gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"f1": f1, "precision": precision, "recall": recall}
+
+
+DEFAULT_HPARAMS = {"lr": 2e-3, "warmup": 30, "eval_every": 100, "first_eval": 200, "shift_prob": 0.5}
+
+
+def default_config(vocab_size: int, num_predicates: int, **overrides: object) -> SPOConfig:
+    """The tiny demo architecture."""
+    kwargs = dict(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=256,
+        max_position_embeddings=EVAL_MAX_LEN,
+        num_predicates=num_predicates,
+        head_size=32,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    kwargs.update(overrides)
+    return SPOConfig(**kwargs)
+
+
+def train_spo(
+    data_dir: Path,
+    out_dir: Path,
+    seed: int = 0,
+    max_seconds: float = 170,
+    target_f1: float = 0.97,
+    hparams: dict | None = None,
+    model_overrides: dict | None = None,
+    threads: int = 2,
+) -> dict:
+    """Train on data_dir, save the checkpoint into out_dir, return f1/precision/recall/seconds/steps.
+
+    ``hparams`` overrides DEFAULT_HPARAMS (lr, warmup, eval_every, first_eval in steps);
+    ``model_overrides`` overrides fields of :func:`default_config`.
+    """
+    hp = {**DEFAULT_HPARAMS, **(hparams or {})}
+    t0 = time.monotonic()
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    rng = random.Random(seed)
+    tokenizer = IETokenizer.from_file(data_dir / "vocab.txt")
+    predicates = read_predicates(data_dir)
+    names = [p["name"] for p in predicates]
+    pred_index = {n: i for i, n in enumerate(names)}
+    train = [piece for rec in read_jsonl(data_dir / "train.jsonl") for piece in split_record(rec)]
+    test = read_jsonl(data_dir / "test.jsonl")
+    encs = tokenizer.encode_batch([r["text"] for r in train], max_len=TRAIN_MAX_LEN)
+    examples = [make_example(r, e, pred_index) for r, e in zip(train, encs, strict=True)]
+    model = SPOModel(default_config(tokenizer.vocab_size, len(names), **(model_overrides or {})))
+    opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=0.01)
+    warmup = hp["warmup"]
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
+    steps, epoch, metrics = 0, 0, {"f1": 0.0, "precision": 0.0, "recall": 0.0}
+    eval_every = hp["eval_every"]
+    bar = tqdm(total=None, desc="train_spo", unit="step", mininterval=2.0)
+    done = evaluated_last = False
+    while not done:
+        epoch += 1
+        for batch in _batches(examples, rng):
+            model.train()
+            inputs = collate(batch, len(names))
+            # random position shifts train every position embedding (long texts at eval/serving)
+            room = model.config.max_position_embeddings - inputs["input_ids"].shape[1]
+            offset = rng.randint(0, room) if room > 0 and rng.random() < hp["shift_prob"] else 0
+            loss = gplinker_loss(model, inputs, offset)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            steps += 1
+            evaluated_last = False
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", f1=f"{metrics['f1']:.3f}")
+            elapsed = time.monotonic() - t0
+            if steps % eval_every == 0 and steps >= hp["first_eval"]:
+                metrics = evaluate(model, tokenizer, test, names)
+                evaluated_last = True
+                logger.info("step %d epoch %d: %s (%.0fs)", steps, epoch, metrics, time.monotonic() - t0)
+                if metrics["f1"] >= target_f1:
+                    done = True
+                    break
+            if elapsed > max_seconds:
+                done = True
+                break
+    bar.close()
+    if not evaluated_last:
+        metrics = evaluate(model, tokenizer, test, names)
+    result = {**metrics, "seconds": round(time.monotonic() - t0, 1), "steps": steps}
+    save_spo_checkpoint(model, out_dir)
+    (out_dir / PREDICATES_FILE).write_text(
+        json.dumps(predicates, ensure_ascii=False, indent=2) + "\n", "utf-8"
+    )
+    shutil.copyfile(data_dir / "vocab.txt", out_dir / "vocab.txt")
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    logger.info("trained SPO model: %s -> %s", result, out_dir)
+    return result
+
+
+def main() -> None:
+    """CLI entry point."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Train the tiny demo SPO (GPLinker) model.")
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-seconds", type=float, default=170)
+    ap.add_argument("--target-f1", type=float, default=0.97)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (1 is faster on a busy machine)")
+    ap.add_argument("--hparams", type=json.loads, default=None, help="JSON overrides of DEFAULT_HPARAMS")
+    ap.add_argument("--model", type=json.loads, default=None, help="JSON overrides of the model config")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    result = train_spo(
+        args.data,
+        args.out,
+        args.seed,
+        args.max_seconds,
+        args.target_f1,
+        args.hparams,
+        args.model,
+        args.threads,
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""UIE training examples from demo records: (text, prompt, target spans), encoded with start/end labels.
+
+Prompts mirror what Taskflow asks at inference: each root schema name (an entity type), and for
+every span of a type that has children, ``span text + "的" + child`` (a relation). Types and
+relations absent from the text become negative prompts with no target span.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+
+from pipeline.tokenizer import Encoded, IETokenizer
+from pipeline.uie.schema import parse_schema
+
+logger = logging.getLogger(__name__)
+
+CharSpan = tuple[int, int]  # char offsets into the text, end exclusive
+
+
+@dataclass(frozen=True)
+class Example:
+    """One prompt over one text, with the char spans the model should extract (maybe none)."""
+
+    text: str
+    prompt: str
+    spans: tuple[CharSpan, ...]
+
+    @property
+    def positive(self) -> bool:
+        return bool(self.spans)
+
+
+@dataclass(frozen=True)
+class LabeledRow:
+    """An encoded example: the model row and the token indexes labelled as span starts / ends."""
+
+    row: Encoded
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SchemaSpec:
+    """Root prompts (entity types) and the child names (predicates) of each root."""
+
+    entity_types: tuple[str, ...]
+    children: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def from_schema(cls, schema: str | list | dict) -> SchemaSpec:
+        """Read a Taskflow-style schema (only its first two levels matter here)."""
+        roots = parse_schema(schema)
+        return cls(
+            entity_types=tuple(n.prompt for n in roots),
+            children={n.prompt: tuple(c.prompt for c in n.children) for n in roots if n.children},
+        )
+
+
+def child_prompt(span_text: str, child: str) -> str:
+    """Taskflow's Chinese child prompt."""
+    return f"{span_text}的{child}"
+
+
+def _inside(start: int, end: int, lo: int, hi: int) -> bool:
+    return lo <= start and end <= hi
+
+
+def _cut_points(record: dict, max_chars: int) -> list[int]:
+    """Chunk boundaries: after sentence ends where possible, never inside an entity."""
+    text = record["text"]
+    ents = [(e["start"], e["end"]) for e in record.get("entities", [])]
+
+    def inside_entity(pos: int) -> bool:
+        return any(s < pos < e for s, e in ents)
+
+    cuts = [0]
+    while len(text) - cuts[-1] > max_chars:
+        lo, hi = cuts[-1], cuts[-1] + max_chars
+        best = max((i + 1 for i in range(lo, hi) if text[i] in "。！？；"), default=None)
+        if best is None or best <= lo:
+            best = next((p for p in range(hi, lo, -1) if not inside_entity(p)), hi)
+        cuts.append(best)
+    cuts.append(len(text))
+    return cuts
+
+
+def split_record(record: dict, max_chars: int) -> list[dict]:
+    """Cut a long record into records of at most ``max_chars`` characters, offsets re-based.
+
+    Entities and triples that do not fit wholly inside one piece are dropped from it.
+    """
+    text = record["text"]
+    if len(text) <= max_chars:
+        return [record]
+    cuts = _cut_points(record, max_chars)
+    pieces = []
+    for lo, hi in pairwise(cuts):
+        ents = [
+            {**e, "start": e["start"] - lo, "end": e["end"] - lo}
+            for e in record.get("entities", [])
+            if _inside(e["start"], e["end"], lo, hi)
+        ]
+        spo = []
+        for t in record.get("spo_list", []):
+            s0, o0 = t["subject_start"], t["object_start"]
+            if _inside(s0, s0 + len(t["subject"]), lo, hi) and _inside(o0, o0 + len(t["object"]), lo, hi):
+                spo.append({**t, "subject_start": s0 - lo, "object_start": o0 - lo})
+        pieces.append({"text": text[lo:hi], "entities": ents, "spo_list": spo})
+    return pieces
+
+
+def record_examples(
+    record: dict,
+    spec: SchemaSpec,
+    rng: random.Random,
+    neg_entity_keep: float = 1.0,
+    neg_relation_keep: float = 1.0,
+) -> list[Example]:
+    """All prompts of one record: positives always, negatives kept with the given probabilities.
+
+    Entity prompts: one per schema entity type (target: every span of that type). Relation
+    prompts: for each entity text whose type has children in the schema, one per child predicate
+    (target: the objects of its mentions with that predicate; empty for a predicate it lacks).
+    """
+    text = record["text"]
+    by_type: dict[str, set[CharSpan]] = {}
+    for e in record.get("entities", []):
+        by_type.setdefault(e["type"], set()).add((e["start"], e["end"]))
+    objects: dict[tuple[CharSpan, str], set[CharSpan]] = {}
+    for t in record.get("spo_list", []):
+        subj = (t["subject_start"], t["subject_start"] + len(t["subject"]))
+        obj = (t["object_start"], t["object_start"] + len(t["object"]))
+        objects.setdefault((subj, t["predicate"]), set()).add(obj)
+
+    out: list[Example] = []
+    for etype in spec.entity_types:
+        spans = tuple(sorted(by_type.get(etype, ())))
+        if spans or rng.random() < neg_entity_keep:
+            out.append(Example(text, etype, spans))
+    for etype, preds in spec.children.items():
+        # mentions with the same text share a prompt (as at inference): union their objects
+        mentions: dict[str, list[CharSpan]] = {}
+        for subj in sorted(by_type.get(etype, ())):
+            mentions.setdefault(text[subj[0] : subj[1]], []).append(subj)
+        for subj_text, subjs in mentions.items():
+            for pred in preds:
+                spans = tuple(sorted({o for s in subjs for o in objects.get((s, pred), ())}))
+                if spans or rng.random() < neg_relation_keep:
+                    out.append(Example(text, child_prompt(subj_text, pred), spans))
+    return out
+
+
+def build_examples(
+    records: Iterable[dict],
+    spec: SchemaSpec,
+    rng: random.Random,
+    max_chars: int,
+    neg_entity_keep: float = 1.0,
+    neg_relation_keep: float = 1.0,
+) -> list[Example]:
+    """Examples of many records, long texts cut into pieces of at most ``max_chars`` first."""
+    out: list[Example] = []
+    for record in records:
+        for piece in split_record(record, max_chars):
+            out.extend(record_examples(piece, spec, rng, neg_entity_keep, neg_relation_keep))
+    return out
+
+
+def token_bounds(row: Encoded, start: int, end: int) -> tuple[int, int] | None:
+    """Token indexes (first, last) of the text char span [start, end), or None if truncated away."""
+    first = last = None
+    for i in range(row.text_start, row.text_end):
+        a, b = row.offsets[i]
+        if first is None and a <= start < b:
+            first = i
+        if a < end <= b:
+            last = i
+            break
+    if first is None or last is None or last < first:
+        return None
+    return first, last
+
+
+def _compose(prompt_row: Encoded, text_row: Encoded, max_len: int) -> Encoded:
+    """The pair row ``[CLS] prompt [SEP] text [SEP]`` from two single rows, as ``encode_batch`` builds it."""
+    cls_id, sep_id = prompt_row.input_ids[0], prompt_row.input_ids[-1]
+    p_ids = prompt_row.input_ids[prompt_row.text_start : prompt_row.text_end]
+    p_offs = prompt_row.offsets[prompt_row.text_start : prompt_row.text_end]
+    budget = max(max_len - len(p_ids) - 3, 0)
+    t_ids = text_row.input_ids[text_row.text_start : text_row.text_end][:budget]
+    t_offs = text_row.offsets[text_row.text_start : text_row.text_end][:budget]
+    ids = (cls_id, *p_ids, sep_id, *t_ids, sep_id)
+    types = (0,) * (len(p_ids) + 2) + (1,) * (len(t_ids) + 1)
+    offs = ((0, 0), *p_offs, (0, 0), *t_offs, (0, 0))
+    return Encoded(ids, types, offs, len(p_ids) + 2, len(ids) - 1)
+
+
+def encode_pairs(tokenizer: IETokenizer, texts: list[str], prompts: list[str], max_len: int) -> list[Encoded]:
+    """``tokenizer.encode_batch(texts, prompts, max_len)``, tokenizing each distinct string once.
+
+    Training asks ~30 prompts per text; the rows are composed from cached single encodings and
+    the first rows are checked against ``encode_batch`` itself (ValueError if they differ).
+    """
+    uniq_t = list(dict.fromkeys(texts))
+    uniq_p = list(dict.fromkeys(prompts))
+    big = 1 << 30
+    t_rows = dict(zip(uniq_t, tokenizer.encode_batch(uniq_t, None, big), strict=True))
+    p_rows = dict(zip(uniq_p, tokenizer.encode_batch(uniq_p, None, big), strict=True))
+    rows = [_compose(p_rows[p], t_rows[t], max_len) for t, p in zip(texts, prompts, strict=True)]
+    n_check = min(len(rows), 64)
+    if rows[:n_check] != tokenizer.encode_batch(texts[:n_check], prompts[:n_check], max_len):
+        raise ValueError("composed rows differ from IETokenizer.encode_batch; the pair layout changed")
+    return rows
+
+
+def encode_examples(
+    tokenizer: IETokenizer, examples: Sequence[Example], max_len: int
+) -> tuple[list[LabeledRow], int]:
+    """Encode examples as ``[CLS] prompt [SEP] text [SEP]`` rows with start/end token labels.
+
+    Returns the rows and how many target spans were lost to truncation.
+    """
+    rows = encode_pairs(tokenizer, [e.text for e in examples], [e.prompt for e in examples], max_len)
+    out: list[LabeledRow] = []
+    lost = 0
+    for ex, row in zip(examples, rows, strict=True):
+        starts, ends = [], []
+        for s, e in ex.spans:
+            bounds = token_bounds(row, s, e)
+            if bounds is None:
+                lost += 1
+                continue
+            starts.append(bounds[0])
+            ends.append(bounds[1])
+        out.append(LabeledRow(row, tuple(sorted(set(starts))), tuple(sorted(set(ends)))))
+    if lost:
+        logger.warning("%d target spans lost to truncation at max_len=%d", lost, max_len)
+    return out, lost

@@ -1,0 +1,133 @@
+"""Readiness: a model is ready once a real request for its task went through the whole pipeline.
+
+The KServe server starts a :class:`WarmUp` thread beside the pipeline. It waits until the
+pipeline's ports accept connections, then sends one small request per served task to the RPC port
+(tokenize -> model -> decode, the path clients use) until each answers with ``err_no`` 0, and marks
+that model ready. ``/v2/health/ready`` is true when every served model is; ``/v2/health/live`` only
+needs the process to answer HTTP.
+
+Waiting for the ports matters: Paddle Serving forks its HTTP proxy process right after its gRPC
+server starts, and a gRPC call made from this process during that fork has crashed it (SIGSEGV
+with the Paddle backend). Once the proxy's HTTP port accepts connections the fork is over.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from pipeline.model_card import ModelCard
+
+logger = logging.getLogger(__name__)
+
+WARMUP_TEXT = "张伟出生于杭州。"
+
+
+class Readiness:
+    """Thread-safe ready flags, one per served model."""
+
+    def __init__(self, models: Iterable[str]):
+        self._flags = dict.fromkeys(models, False)
+        self._lock = threading.Lock()
+
+    @property
+    def models(self) -> list[str]:
+        return list(self._flags)
+
+    def mark_ready(self, model: str) -> None:
+        with self._lock:
+            self._flags[model] = True
+
+    def model_ready(self, model: str) -> bool:
+        with self._lock:
+            return self._flags.get(model, False)
+
+    def ready(self) -> bool:
+        with self._lock:
+            return bool(self._flags) and all(self._flags.values())
+
+
+def warmup_request(task: str, card: ModelCard) -> dict[str, str]:
+    """A small valid request for ``task`` (the UIE schema is the card's example or first type)."""
+    kv = {"task": task, "text": WARMUP_TEXT}
+    if task == "uie":
+        schema = card.schema_example or (card.entity_types[:1] or ["人物"])
+        kv["schema"] = schema if isinstance(schema, str) else json.dumps(schema, ensure_ascii=False)
+    return kv
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout_s: float = 0.5) -> bool:
+    """Whether ``host:port`` accepts a TCP connection (no protocol spoken)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+class WarmUp:
+    """Once ``wait_ports`` accept connections (``pipeline_up``), sends each model's warm-up request
+    through ``forward`` (key/value body -> Response dict) until it succeeds; then the model is ready."""
+
+    def __init__(
+        self,
+        forward: Callable[[dict[str, Any]], dict[str, Any]],
+        cards: dict[str, ModelCard],
+        readiness: Readiness,
+        wait_ports: Sequence[int] = (),
+        interval_s: float = 0.5,
+        on_ready: Callable[[str], None] | None = None,
+    ):
+        self._forward = forward
+        self._wait_ports = list(wait_ports)
+        self.pipeline_up = threading.Event()
+        self._cards = cards
+        self._readiness = readiness
+        self._interval = interval_s
+        self._on_ready = on_ready
+        self._stop = threading.Event()
+        self._warned: set[str] = set()
+        self._thread = threading.Thread(target=self._run, name="warm-up", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _try(self, task: str) -> bool:
+        kv = warmup_request(task, self._cards[task])
+        try:
+            answer = self._forward({"key": list(kv), "value": list(kv.values())})
+        except Exception as e:  # the RPC port is not up yet, or the DAG is still loading
+            logger.debug("warm-up %s: %s", task, e)
+            return False
+        if int(answer.get("err_no", 0)) != 0:
+            level = logging.DEBUG if task in self._warned else logging.WARNING
+            self._warned.add(task)
+            logger.log(level, "warm-up %s: err_no=%s %s", task, answer.get("err_no"), answer.get("err_msg"))
+            return False
+        return True
+
+    def _run(self) -> None:
+        while not all(port_open(p) for p in self._wait_ports):
+            if self._stop.wait(self._interval):
+                return
+        self.pipeline_up.set()
+        pending = [m for m in self._readiness.models if not self._readiness.model_ready(m)]
+        while pending and not self._stop.is_set():
+            for task in list(pending):
+                if self._try(task):
+                    self._readiness.mark_ready(task)
+                    if self._on_ready is not None:
+                        self._on_ready(task)
+                    logger.info("model %s ready (warm-up request answered)", task)
+                    pending.remove(task)
+            if pending:
+                self._stop.wait(self._interval)
+        if not pending:
+            logger.info("all models ready")

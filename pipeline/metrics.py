@@ -1,0 +1,304 @@
+"""Prometheus metrics of the service, and the one structured log line per request.
+
+The ops record into one process-wide :class:`IEMetrics` (:func:`get_metrics`), which the metrics
+server (:func:`start_metrics_server`) exposes as Prometheus text. That assumes thread ops
+(``dag.is_thread_op: true``, the default): with process ops each op process would count on its own
+and the server would see none of it.
+
+A request's numbers travel with its job as a :class:`RequestTrace`: the tokenize op starts it,
+the model op adds queue time, rows, tokens, batch and backend, the decode op finishes it (metrics
+and the log line). Names and labels are listed in README's "Operations" section.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from pipeline.errors import InvalidRequest
+from pipeline.jobs import EngineJob, RequestJob
+from pipeline.tokenizer import Encoded
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("uie", "spo")
+OUTCOMES = ("ok", "request_error", "text_error", "internal")
+SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def task_label(task: Any) -> str:
+    """The ``task`` label: a served task name, or ``unknown`` (keeps label cardinality bounded)."""
+    return task if task in TASKS else "unknown"
+
+
+class IEMetrics:
+    """The service's metric families, in their own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "ie_requests", "Requests by task and outcome.", ["task", "outcome"], registry=r
+        )
+        self.request_latency = Histogram(
+            "ie_request_latency_seconds",
+            "From the tokenize op's job creation to the decode op's answer.",
+            ["task"],
+            buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.queue_time = Histogram(
+            "ie_queue_seconds",
+            "From job creation (tokenize op) to the start of the model op's process() call.",
+            ["task"],
+            buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.model_time = Histogram(
+            "ie_model_execution_seconds",
+            "Engine time of one task's jobs in one model op process() call.",
+            ["task"],
+            buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.batch_rows = Histogram(
+            "ie_engine_batch_rows", "Rows per engine call.", ["task"], buckets=COUNT_BUCKETS, registry=r
+        )
+        self.batch_requests = Histogram(
+            "ie_batch_requests",
+            "Requests of one task merged into one model op process() call.",
+            ["task"],
+            buckets=COUNT_BUCKETS,
+            registry=r,
+        )
+        self.texts = Counter(
+            "ie_texts", "Texts processed, by per-text outcome (ok, error).", ["task", "outcome"], registry=r
+        )
+        self.tokens = Counter(
+            "ie_tokens", "Tokens run through the engine (no padding).", ["task"], registry=r
+        )
+        self.backend = Info("ie_backend", "The inference backend in use.", registry=r)
+        self.model_ready = Gauge(
+            "ie_model_ready", "1 once the model answered its warm-up request.", ["model"], registry=r
+        )
+        for task in TASKS:
+            for outcome in OUTCOMES:
+                self.requests.labels(task, outcome)
+            for outcome in ("ok", "error"):
+                self.texts.labels(task, outcome)
+            self.tokens.labels(task)
+
+    def set_backend(self, kind: str) -> None:
+        """Record the backend in use (``ie_backend_info{backend=...} 1``)."""
+        self.backend.info({"backend": kind})
+
+
+_metrics: IEMetrics | None = None
+_metrics_lock = threading.Lock()
+
+
+def get_metrics() -> IEMetrics:
+    """The process-wide metrics, created on first use."""
+    global _metrics
+    with _metrics_lock:
+        if _metrics is None:
+            _metrics = IEMetrics()
+        return _metrics
+
+
+def model_ready_setter(models: Sequence[str], metrics: IEMetrics | None = None) -> Callable[[str], None]:
+    """Set ``ie_model_ready`` to 0 for ``models``; the returned callable sets one to 1."""
+    m = metrics or get_metrics()
+    for name in models:
+        m.model_ready.labels(name).set(0)
+    return lambda name: m.model_ready.labels(name).set(1)
+
+
+def start_metrics_server(port: int, bind: str = "0.0.0.0", metrics: IEMetrics | None = None):
+    """Serve ``GET /metrics`` (Prometheus text) in a daemon thread; returns the HTTP server.
+
+    Raises OSError when the port cannot be bound.
+    """
+    from prometheus_client import disable_created_metrics, start_http_server
+
+    disable_created_metrics()  # no *_created series beside each counter and histogram
+    server, _thread = start_http_server(port, addr=bind, registry=(metrics or get_metrics()).registry)
+    os.register_at_fork(after_in_child=server.socket.close)  # forked children must not hold the port
+    logger.info("metrics on port %d (/metrics)", server.server_address[1])
+    return server
+
+
+@dataclass
+class RequestTrace:
+    """What the log line and the metrics of one request need; filled op by op."""
+
+    log_id: int
+    task: str
+    created: float
+    texts: int = 0
+    text_errors: int = 0
+    rows: int = 0
+    tokens: int = 0
+    batch_requests: int = 0
+    engine_calls: int = 0
+    backend: str = ""
+    queue_s: float | None = None
+    model_s: float | None = None
+    text: Any = None  # the request's texts, kept only with ie.log_requests_text
+
+
+def start_trace(job: RequestJob, text: Any = None) -> RequestTrace:
+    """Attach a new trace to ``job`` (tokenize op); ``text`` is logged only if given."""
+    errors = sum(isinstance(s, BaseException) for s in job.slots)
+    trace = RequestTrace(
+        log_id=job.log_id,
+        task=job.task,
+        created=job.created,
+        texts=len(job.slots),
+        text_errors=errors,
+        text=text,
+    )
+    job.trace = trace
+    return trace
+
+
+def trace_of(job: RequestJob) -> RequestTrace:
+    """The job's trace (a fresh one if the tokenize op did not start one)."""
+    return job.trace if job.trace is not None else start_trace(job)
+
+
+class CountingEngineJob:
+    """Wraps an engine job and counts the rows and tokens it hands to the engine."""
+
+    def __init__(self, inner: EngineJob):
+        self.inner = inner
+        self.rows = 0
+        self.tokens = 0
+
+    def next_rows(self) -> list[Encoded]:
+        rows = self.inner.next_rows()
+        self.rows += len(rows)
+        self.tokens += sum(len(r) for r in rows)
+        return rows
+
+    def consume(self, *outputs: list[np.ndarray]) -> None:
+        self.inner.consume(*outputs)
+
+    def result(self) -> list[dict]:
+        return self.inner.result()
+
+
+def record_queue(jobs: Sequence[RequestJob], started: float, metrics: IEMetrics | None = None) -> None:
+    """Model op, start of ``process``: each job's wait since its creation."""
+    m = metrics or get_metrics()
+    for job in jobs:
+        wait = max(started - job.created, 0.0)
+        trace_of(job).queue_s = wait
+        m.queue_time.labels(task_label(job.task)).observe(wait)
+
+
+def record_model_run(
+    task: str,
+    jobs: Sequence[RequestJob],
+    counted: Sequence[CountingEngineJob],
+    batches: Sequence[int],
+    elapsed_s: float,
+    backend: str,
+    metrics: IEMetrics | None = None,
+) -> None:
+    """Model op, after one task's ``run_jobs``: batch sizes, engine time, tokens, per-job numbers."""
+    m = metrics or get_metrics()
+    label = task_label(task)
+    m.model_time.labels(label).observe(elapsed_s)
+    m.batch_requests.labels(label).observe(len(jobs))
+    for rows in batches:
+        m.batch_rows.labels(label).observe(rows)
+    for job, count in zip(jobs, counted, strict=True):
+        trace = trace_of(job)
+        trace.rows, trace.tokens = count.rows, count.tokens
+        trace.batch_requests, trace.engine_calls = len(jobs), len(batches)
+        trace.model_s, trace.backend = elapsed_s, backend
+        m.tokens.labels(label).inc(count.tokens)
+
+
+def outcome_of(job: RequestJob) -> str:
+    """``ok``, ``text_error`` (some texts failed), ``request_error`` or ``internal``."""
+    if job.failure is not None:
+        return "request_error" if isinstance(job.failure, InvalidRequest) else "internal"
+    if any(isinstance(s, BaseException) for s in job.slots):
+        return "text_error"
+    return "ok"
+
+
+def finish_request(
+    job: RequestJob, outcome: str, now: float | None = None, metrics: IEMetrics | None = None
+) -> RequestTrace:
+    """Decode op: count the request and its texts, observe its latency; returns its trace."""
+    m = metrics or get_metrics()
+    trace = trace_of(job)
+    label = task_label(job.task)
+    latency = max((now if now is not None else time.perf_counter()) - job.created, 0.0)
+    m.requests.labels(label, outcome).inc()
+    m.request_latency.labels(label).observe(latency)
+    if outcome in ("ok", "text_error"):
+        m.texts.labels(label, "error").inc(trace.text_errors)
+        m.texts.labels(label, "ok").inc(trace.texts - trace.text_errors)
+    return trace
+
+
+def record_rejected(kv: Mapping[str, Any], metrics: IEMetrics | None = None) -> str:
+    """Tokenize op: count a whole-request error; returns the task label it was counted under."""
+    label = task_label(kv.get("task"))
+    (metrics or get_metrics()).requests.labels(label, "request_error").inc()
+    return label
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:.1f}"
+    if isinstance(v, int):
+        return str(v)
+    s = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+    if s and not any(c.isspace() or c in '"=' for c in s):
+        return s
+    return json.dumps(s, ensure_ascii=False)
+
+
+def format_fields(fields: Mapping[str, Any]) -> str:
+    """``key=value`` pairs in order; values with spaces, quotes or ``=`` are JSON-quoted, None skipped."""
+    return " ".join(f"{k}={_value(v)}" for k, v in fields.items() if v is not None)
+
+
+def request_log_fields(
+    trace: RequestTrace, outcome: str, latency_s: float | None, error: str | None = None
+) -> dict[str, Any]:
+    """The fields of a request's log line (the text only if the trace kept it)."""
+    return {
+        "log_id": trace.log_id,
+        "task": trace.task,
+        "outcome": outcome,
+        "texts": trace.texts,
+        "text_errors": trace.text_errors,
+        "tokens": trace.tokens,
+        "rows": trace.rows,
+        "batch_requests": trace.batch_requests,
+        "engine_calls": trace.engine_calls,
+        "backend": trace.backend or None,
+        "queue_ms": None if trace.queue_s is None else trace.queue_s * 1000,
+        "model_ms": None if trace.model_s is None else trace.model_s * 1000,
+        "latency_ms": None if latency_s is None else latency_s * 1000,
+        "error": error,
+        "text": trace.text,
+    }

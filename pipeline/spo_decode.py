@@ -1,0 +1,139 @@
+"""GlobalPointer / GPLinker decoding of SPO model outputs (pure numpy).
+
+A row's outputs are ``entity`` [2, L, L] (subject, object spans), ``so_head`` [P, L, L]
+(subject head x object head) and ``so_tail`` [P, L, L] (subject tail x object tail) logits.
+Only the positive cells are extracted (without copying the dense tensors), then subjects and
+objects are paired through predicates found in both the head and the tail maps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.tokenizer import Encoded
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GPCells:
+    """Positive cells of one row, as token indices of the row and their logits.
+
+    ``subjects`` / ``objects``: int [n, 2] (start, end); ``heads``: int [n, 3] (p, sh, oh);
+    ``tails``: int [n, 3] (p, st, ot); ``*_scores``: float [n] logits.
+    """
+
+    subjects: np.ndarray
+    subject_scores: np.ndarray
+    objects: np.ndarray
+    object_scores: np.ndarray
+    heads: np.ndarray
+    head_scores: np.ndarray
+    tails: np.ndarray
+    tail_scores: np.ndarray
+
+
+def _positive(view: np.ndarray, offset: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(indices [n, ndim] shifted by ``offset`` on the last two axes, logits [n]) of cells > threshold."""
+    idx = np.nonzero(view > threshold)
+    scores = view[idx].astype(np.float64)
+    cols = np.stack(idx, axis=1).astype(np.int64) if idx[0].size else np.zeros((0, view.ndim), np.int64)
+    cols[:, -2:] += offset
+    return cols, scores
+
+
+def extract_cells(
+    entity: np.ndarray,
+    so_head: np.ndarray,
+    so_tail: np.ndarray,
+    text_start: int,
+    text_end: int,
+    threshold: float = 0.0,
+) -> GPCells:
+    """Positive cells of one row restricted to text tokens ``[text_start, text_end)``."""
+    a, b = text_start, max(text_start, text_end)
+    subjects, subject_scores = _positive(entity[0, a:b, a:b], a, threshold)
+    objects, object_scores = _positive(entity[1, a:b, a:b], a, threshold)
+    heads, head_scores = _positive(so_head[:, a:b, a:b], a, threshold)
+    tails, tail_scores = _positive(so_tail[:, a:b, a:b], a, threshold)
+    return GPCells(subjects, subject_scores, objects, object_scores, heads, head_scores, tails, tail_scores)
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def _links(cells: np.ndarray, scores: np.ndarray) -> dict[tuple[int, int], dict[int, float]]:
+    out: dict[tuple[int, int], dict[int, float]] = {}
+    for (p, i, j), sc in zip(cells.tolist(), scores.tolist(), strict=True):
+        out.setdefault((i, j), {})[p] = sc
+    return out
+
+
+def decode_spo(
+    cells: GPCells, offsets: Sequence[tuple[int, int]], text: str, predicates: Sequence[str]
+) -> list[dict]:
+    """GPLinker triples of one row; char spans come from the token ``offsets`` into ``text``.
+
+    Items: subject, subject_start, subject_end, predicate, object, object_start, object_end,
+    score (sigmoid of the smallest of the four logits), sorted by (subject_start, object_start,
+    predicate).
+    """
+    heads = _links(cells.heads, cells.head_scores)
+    tails = _links(cells.tails, cells.tail_scores)
+    if not heads or not tails:
+        return []
+    found: dict[tuple[int, int, str, int, int], float] = {}
+    objects = list(zip(cells.objects.tolist(), cells.object_scores.tolist(), strict=True))
+    for (sh, st), s_sc in zip(cells.subjects.tolist(), cells.subject_scores.tolist(), strict=True):
+        for (oh, ot), o_sc in objects:
+            ph, pt = heads.get((sh, oh)), tails.get((st, ot))
+            if not ph or not pt:
+                continue
+            for p in ph.keys() & pt.keys():
+                score = min(s_sc, o_sc, ph[p], pt[p])
+                key = (offsets[sh][0], offsets[st][1], predicates[p], offsets[oh][0], offsets[ot][1])
+                if score > found.get(key, -math.inf):
+                    found[key] = score
+    results = [
+        {
+            "subject": text[ss:se],
+            "subject_start": ss,
+            "subject_end": se,
+            "predicate": pred,
+            "object": text[os_:oe],
+            "object_start": os_,
+            "object_end": oe,
+            "score": round(_sigmoid(score), 6),
+        }
+        for (ss, se, pred, os_, oe), score in found.items()
+    ]
+    results.sort(
+        key=lambda r: (
+            r["subject_start"],
+            r["object_start"],
+            r["predicate"],
+            r["subject_end"],
+            r["object_end"],
+        )
+    )
+    return results
+
+
+def decode_spo_dense(
+    entity: np.ndarray,
+    so_head: np.ndarray,
+    so_tail: np.ndarray,
+    enc: Encoded,
+    text: str,
+    predicates: Sequence[str],
+    threshold: float = 0.0,
+) -> list[dict]:
+    """Decode one row's dense outputs for the encoded ``text`` (single-text row)."""
+    cells = extract_cells(entity, so_head, so_tail, enc.text_start, enc.text_end, threshold)
+    return decode_spo(cells, enc.offsets, text, predicates)

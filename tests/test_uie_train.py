@@ -1,0 +1,161 @@
+"""UIE training examples and a few training steps of the demo trainer (no long training here)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from conversion.demo_data import uie_schema, write_dataset
+from conversion.models.uie_paddle import load_uie_checkpoint
+from conversion.train_uie import evaluate, gold_facts, micro_prf, predicted_facts, read_jsonl, train_uie
+from conversion.uie_examples import (
+    SchemaSpec,
+    build_examples,
+    encode_examples,
+    encode_pairs,
+    record_examples,
+    split_record,
+    token_bounds,
+)
+from pipeline.tokenizer import IETokenizer, build_vocab
+
+RECORD = {
+    "text": "《晴天》是周杰伦演唱的歌曲。周杰伦出生于台北。",
+    "spo_list": [
+        {
+            "subject": "晴天",
+            "subject_type": "歌曲",
+            "subject_start": 1,
+            "predicate": "歌手",
+            "object": "周杰伦",
+            "object_type": "人物",
+            "object_start": 5,
+        },
+        {
+            "subject": "周杰伦",
+            "subject_type": "人物",
+            "subject_start": 14,
+            "predicate": "出生地",
+            "object": "台北",
+            "object_type": "地点",
+            "object_start": 20,
+        },
+    ],
+    "entities": [
+        {"text": "晴天", "type": "歌曲", "start": 1, "end": 3},
+        {"text": "周杰伦", "type": "人物", "start": 5, "end": 8},
+        {"text": "周杰伦", "type": "人物", "start": 14, "end": 17},
+        {"text": "台北", "type": "地点", "start": 20, "end": 22},
+    ],
+}
+SCHEMA = ["日期", {"人物": ["出生地", "国籍"]}, {"歌曲": ["歌手"]}, "地点"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory) -> IETokenizer:
+    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    build_vocab([RECORD["text"], "日期人物出生地国籍歌曲歌手地点的 Python"], path)
+    return IETokenizer.from_file(path)
+
+
+def test_record_examples_cover_entities_relations_and_negatives():
+    spec = SchemaSpec.from_schema(SCHEMA)
+    got = {e.prompt: e.spans for e in record_examples(RECORD, spec, random.Random(0))}
+    assert got["人物"] == ((5, 8), (14, 17))
+    assert got["歌曲"] == ((1, 3),)
+    assert got["地点"] == ((20, 22),)
+    assert got["日期"] == ()  # absent type: negative prompt
+    assert got["晴天的歌手"] == ((5, 8),)
+    assert got["周杰伦的出生地"] == ((20, 22),)  # the mention at 14 has it ...
+    assert got["周杰伦的国籍"] == ()  # ... and a predicate it lacks is a negative
+    # both 周杰伦 mentions share one prompt (as at inference), with the union of their objects
+    assert sum(e.prompt == "周杰伦的出生地" for e in record_examples(RECORD, spec, random.Random(0))) == 1
+
+
+def test_negative_sampling_keeps_every_positive():
+    spec = SchemaSpec.from_schema(SCHEMA)
+    full = record_examples(RECORD, spec, random.Random(0))
+    none = record_examples(RECORD, spec, random.Random(0), neg_entity_keep=0.0, neg_relation_keep=0.0)
+    assert [e for e in full if e.positive] == none
+    assert any(not e.positive for e in full)
+
+
+def test_split_record_rebases_offsets_and_keeps_whole_facts():
+    pieces = split_record(RECORD, max_chars=15)
+    assert [p["text"] for p in pieces] == ["《晴天》是周杰伦演唱的歌曲。", "周杰伦出生于台北。"]
+    second = pieces[1]
+    assert second["entities"] == [
+        {"text": "周杰伦", "type": "人物", "start": 0, "end": 3},
+        {"text": "台北", "type": "地点", "start": 6, "end": 8},
+    ]
+    (triple,) = second["spo_list"]
+    assert (triple["subject_start"], triple["object_start"]) == (0, 6)
+    for p in pieces:
+        for e in p["entities"]:
+            assert p["text"][e["start"] : e["end"]] == e["text"]
+
+
+def test_encoded_labels_point_at_the_target_tokens(tokenizer):
+    spec = SchemaSpec.from_schema(SCHEMA)
+    examples = build_examples([RECORD], spec, random.Random(0), max_chars=100)
+    rows, lost = encode_examples(tokenizer, examples, max_len=64)
+    assert lost == 0
+    for ex, lab in zip(examples, rows, strict=True):
+        offs = lab.row.offsets
+        got = sorted((offs[s][0], offs[e][1]) for s, e in zip(lab.starts, lab.ends, strict=True))
+        assert got == sorted(ex.spans)
+        assert all(lab.row.text_start <= i < lab.row.text_end for i in lab.starts + lab.ends)
+
+
+def test_encode_pairs_equals_encode_batch(tokenizer):
+    texts = [RECORD["text"], "Python晴天", RECORD["text"]]
+    prompts = ["人物", "歌曲", "周杰伦的出生地"]
+    for max_len in (64, 12):
+        assert encode_pairs(tokenizer, texts, prompts, max_len) == tokenizer.encode_batch(
+            texts, prompts, max_len
+        )
+
+
+def test_token_bounds_none_when_truncated(tokenizer):
+    row = tokenizer.encode(RECORD["text"], "人物", max_len=10)  # 5 text tokens survive
+    assert token_bounds(row, 1, 3) is not None
+    assert token_bounds(row, 20, 22) is None
+
+
+def test_facts_and_micro_f1():
+    gold = gold_facts(RECORD)
+    assert ("R", 14, 17, "出生地", 20, 22) in gold and ("E", "人物", 5, 8) in gold
+    result = {
+        "人物": [
+            {"text": "周杰伦", "start": 14, "end": 17, "probability": 0.9,
+             "relations": {"出生地": [{"text": "台北", "start": 20, "end": 22, "probability": 0.9}]}},
+        ],
+        "地点": [{"text": "台", "start": 20, "end": 21, "probability": 0.6}],
+    }  # fmt: skip
+    pred = predicted_facts(result)
+    m = micro_prf([gold], [pred])
+    assert m["precision"] == pytest.approx(2 / 3)
+    assert m["recall"] == pytest.approx(2 / 6)
+
+
+def test_few_training_steps_lower_the_loss_and_the_checkpoint_roundtrips(tmp_path: Path):
+    data = write_dataset(tmp_path / "data", seed=1, n_train=40, n_test=6)
+    out = tmp_path / "ckpt"
+    metrics = train_uie(
+        data, out, seed=0, max_seconds=120, target_f1=2.0, max_steps=25, batch_size=16, eval_every=1000
+    )
+    assert set(metrics) == {"f1", "precision", "recall", "seconds", "steps"}
+    assert metrics["steps"] == 25
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["last_loss"] < saved["first_loss"] * 0.5
+    for name in ("model_state.pdparams", "config.json", "vocab.txt"):
+        assert (out / name).is_file()
+    model, config = load_uie_checkpoint(out)
+    assert config.hidden_size == 64
+    tok = IETokenizer.from_file(out / "vocab.txt")
+    again = evaluate(model, tok, read_jsonl(data / "test.jsonl"), uie_schema(), saved["max_seq_len"])
+    assert again["f1"] == pytest.approx(metrics["f1"])
+    assert again["precision"] == pytest.approx(metrics["precision"])
