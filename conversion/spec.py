@@ -1,0 +1,84 @@
+"""Declarative conversion specs: logical I/O names, dynamic axes, opset, tolerance, parity cases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+BATCH, SEQ = "batch", "seq"
+
+
+@dataclass(frozen=True)
+class CaseParams:
+    """How many parity feeds to build and their batch-size / token-length ranges (inclusive)."""
+
+    n_cases: int = 24
+    min_batch: int = 1
+    max_batch: int = 8
+    min_len: int = 5
+    max_len: int = 256
+
+
+@dataclass(frozen=True)
+class ConversionSpec:
+    """One model's conversion contract (see ARCHITECTURE.md, "Model I/O contract").
+
+    ``input_axes`` / ``output_axes`` map every logical tensor name to its dynamic axes
+    (axis index -> ``"batch"`` or ``"seq"``); inputs are int64 [B, L], outputs float32.
+    ``masked_below``: output values at or below it are additive-mask fill (compared only for
+    being masked in both engines); ``None`` when the outputs have no such fill.
+    """
+
+    name: str
+    task: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    input_axes: tuple[tuple[str, tuple[tuple[int, str], ...]], ...]
+    output_axes: tuple[tuple[str, tuple[tuple[int, str], ...]], ...]
+    opset: int = 13
+    atol: float = 1e-4
+    cases: CaseParams = field(default_factory=CaseParams)
+    max_seq_len: int = 256
+    uses_prompts: bool = False
+    masked_below: float | None = None
+
+    def axes_of(self, tensor: str) -> dict[int, str]:
+        """The dynamic axes of one logical input or output."""
+        for name, axes in (*self.input_axes, *self.output_axes):
+            if name == tensor:
+                return dict(axes)
+        raise KeyError(f"{self.name} has no tensor {tensor!r}")
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """All dynamic axes in ``torch.onnx.export`` form."""
+        return {name: dict(axes) for name, axes in (*self.input_axes, *self.output_axes)}
+
+
+_BL = ((0, BATCH), (1, SEQ))
+_BCLL = ((0, BATCH), (2, SEQ), (3, SEQ))
+
+UIE_INPUTS = ("input_ids", "token_type_ids", "position_ids", "attention_mask")
+SPO_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+
+UIE_SPEC = ConversionSpec(
+    name="uie",
+    task="uie",
+    inputs=UIE_INPUTS,
+    outputs=("start_prob", "end_prob"),
+    input_axes=tuple((n, _BL) for n in UIE_INPUTS),
+    output_axes=(("start_prob", _BL), ("end_prob", _BL)),
+    max_seq_len=256,
+    uses_prompts=True,
+)
+
+SPO_SPEC = ConversionSpec(
+    name="spo",
+    task="spo",
+    inputs=SPO_INPUTS,
+    outputs=("entity", "so_head", "so_tail"),
+    input_axes=tuple((n, _BL) for n in SPO_INPUTS),
+    output_axes=(("entity", _BCLL), ("so_head", _BCLL), ("so_tail", _BCLL)),
+    max_seq_len=256,
+    masked_below=-1e3,  # spo_torch fills masked cells with -1e4
+)
+
+SPECS: dict[str, ConversionSpec] = {s.name: s for s in (UIE_SPEC, SPO_SPEC)}

@@ -1,0 +1,153 @@
+"""The whole bridge on tiny random checkpoints: every hop passes, layout, parity.json, re-runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conversion import bridge, demo_data
+from conversion.spec import SPO_SPEC, UIE_SPEC
+
+HOPS = [
+    ("uie", "dygraph", "static"),
+    ("uie", "static", "serving"),
+    ("uie", "static", "onnx"),
+    ("spo", "torch", "onnx"),
+    ("spo", "onnx", "paddle"),
+    ("spo", "paddle", "serving"),
+]
+LAYOUT = (
+    "serving_server/serving_server_conf.prototxt",
+    "serving_server/serving_server_conf.stream.prototxt",
+    "serving_client/serving_client_conf.prototxt",
+    "model.onnx",
+    "vocab.txt",
+    "model_card.json",
+)
+ROW_KEYS = {"model", "from", "to", "max_abs_diff", "atol", "cases", "decoded_equal", "passed"}
+
+
+def _tiny_checkpoints(root: Path) -> tuple[Path, Path]:
+    """A 1-layer, hidden-32 UIE (Paddle) and SPO (torch) checkpoint with a demo vocab."""
+    import paddle
+    import torch
+
+    from conversion.models.spo_torch import PREDICATES_FILE, SPOConfig, SPOModel, save_spo_checkpoint
+    from conversion.models.uie_paddle import UIE, UIEConfig, save_uie_checkpoint
+    from pipeline.tokenizer import build_vocab
+
+    inputs = bridge.parity_inputs(0)
+    vocab = build_vocab([*inputs.texts, *inputs.prompts], root / "vocab.txt")
+    paddle.seed(0)
+    ucfg = UIEConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=512,
+    )  # fmt: skip
+    uie = UIE(ucfg)
+    for lin in (uie.linear_start, uie.linear_end):  # few spans above 0.5: a short UIE job
+        lin.bias.set_value(np.full([1], -3.0, dtype="float32"))
+    uie_dir = save_uie_checkpoint(uie, ucfg, root / "vocab.txt", root / "uie")
+
+    torch.manual_seed(0)
+    predicates = demo_data.schema_dict()["predicates"][:3]
+    scfg = SPOConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, num_predicates=len(predicates), head_size=16,
+    )  # fmt: skip
+    spo = SPOModel(scfg).eval()
+    with torch.no_grad():  # mostly negative logits: a random model would decode ~L^4 triples
+        for gp in (spo.entity_head, spo.head_head, spo.tail_head):
+            if hasattr(gp, "bias_dense"):  # EfficientGlobalPointer
+                gp.bias_dense.bias.fill_(-4.0)
+            else:  # GlobalPointer: q.k gets -a^2 from opposite biases on the slowest RoPE dim
+                hs = gp.head_size
+                bias = gp.dense.bias.view(gp.heads, 2 * hs)
+                bias.zero_()
+                bias[:, hs - 1], bias[:, 2 * hs - 1] = 3.0, -3.0
+    spo_dir = save_spo_checkpoint(spo, root / "spo")
+    (spo_dir / PREDICATES_FILE).write_text(json.dumps(predicates, ensure_ascii=False), encoding="utf-8")
+    (spo_dir / "vocab.txt").write_bytes((root / "vocab.txt").read_bytes())
+    return uie_dir, spo_dir
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, Path]:
+    root = tmp_path_factory.mktemp("bridge")
+    uie_ckpt, spo_ckpt = _tiny_checkpoints(root)
+    out, work = root / "serving_model", root / "work"
+    assert bridge.build(out, work, seed=0, uie_checkpoint=uie_ckpt, spo_checkpoint=spo_ckpt) == 0
+    return out, work, uie_ckpt, spo_ckpt
+
+
+def test_every_hop_passes_and_parity_json(built) -> None:
+    out, *_ = built
+    rows = json.loads((out / "parity.json").read_text(encoding="utf-8"))["hops"]
+    assert [(r["model"], r["from"], r["to"]) for r in rows] == HOPS
+    for row in rows:
+        assert set(row) == ROW_KEYS
+        assert row["passed"] is True and row["decoded_equal"] is True
+        assert row["cases"] >= 20 and row["atol"] <= 1e-4
+        assert 0.0 <= row["max_abs_diff"] <= row["atol"]
+
+
+def test_layout_and_model_cards(built) -> None:
+    out, _, uie_ckpt, _ = built
+    for spec in (UIE_SPEC, SPO_SPEC):
+        d = out / spec.name
+        for rel in LAYOUT:
+            assert (d / rel).is_file(), rel
+        card = json.loads((d / "model_card.json").read_text(encoding="utf-8"))
+        assert card["name"] == spec.name and card["task"] == spec.task
+        assert card["inputs"] == list(spec.inputs) and card["outputs"] == list(spec.outputs)
+        for key in ("model", "params"):
+            assert (d / card["paddle_files"][key]).is_file()
+        feeds, fetches = bridge_read_conf(d)
+        assert sorted(feeds) == sorted(spec.inputs) and sorted(fetches) == sorted(spec.outputs)
+        assert isinstance(card["architecture"], dict) and card["architecture"]["hidden_size"] == 32
+        assert "ok" in card["paddle_onednn"]
+    uie_card = json.loads((out / "uie" / "model_card.json").read_text(encoding="utf-8"))
+    assert uie_card["source"] == str(uie_ckpt) and uie_card["max_seq_len"] == 512
+    spo_card = json.loads((out / "spo" / "model_card.json").read_text(encoding="utf-8"))
+    assert [p["name"] for p in spo_card["predicates"]] == [p.name for p in demo_data.PREDICATES[:3]]
+    assert spo_card["max_seq_len"] == 256
+    import onnx
+
+    graph = onnx.load(str(out / "uie" / "model.onnx")).graph
+    assert [i.name for i in graph.input] == list(UIE_SPEC.inputs)
+    assert [o.name for o in graph.output] == list(UIE_SPEC.outputs)
+
+
+def bridge_read_conf(model_dir: Path) -> tuple[dict, dict]:
+    from conversion.serving_export import read_serving_conf
+
+    return read_serving_conf(model_dir / "serving_server")
+
+
+def test_rerun_skips_conversion_then_check_catches_a_broken_file(built, caplog) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    out, work, uie_ckpt, spo_ckpt = built
+    onnx_file = out / "spo" / "model.onnx"
+    before = onnx_file.stat().st_mtime_ns
+    with caplog.at_level("INFO", logger="conversion.bridge"):
+        assert bridge.build(out, work, seed=0, uie_checkpoint=uie_ckpt, spo_checkpoint=spo_ckpt) == 0
+    assert onnx_file.stat().st_mtime_ns == before
+    assert caplog.text.count("checking only") == 2
+
+    proto = onnx.load(str(onnx_file))
+    init = next(i for i in proto.graph.initializer if i.name.endswith("embeddings.LayerNorm.bias"))
+    arr = numpy_helper.to_array(init).copy()
+    arr.flat[0] += np.float32(1e-2)
+    init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    onnx.save(proto, str(onnx_file))
+    assert bridge.check(out, seed=0) == 1
+    rows = json.loads((out / "parity.json").read_text(encoding="utf-8"))["hops"]
+    assert [(r["model"], r["from"], r["to"], r["passed"]) for r in rows] == [
+        *[(*h, True) for h in HOPS[:3]],
+        ("spo", "torch", "onnx", False),
+    ]
+    assert rows[-1]["max_abs_diff"] > rows[-1]["atol"]
