@@ -47,7 +47,7 @@ class IESettings(_Strict):
 
     backend: Literal["auto", "paddle", "onnx"] = "auto"
     intra_op_threads: int = Field(default=2, ge=1, le=256)
-    use_onednn: bool = True
+    use_onednn: bool = False
     max_batch_rows: int = Field(default=16, ge=1, le=1024, description="rows per engine call")
     models: dict[Literal["uie", "spo"], ModelSettings]
     limits: Limits = Limits()

@@ -38,11 +38,23 @@ class GPCells:
     tail_scores: np.ndarray
 
 
-def _positive(view: np.ndarray, offset: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """(indices [n, ndim] shifted by ``offset`` on the last two axes, logits [n]) of cells > threshold."""
+MAX_SPANS = 256  # subject or object candidates kept per row (the highest logits)
+MAX_LINKS = 4096  # head or tail cells kept per row
+
+
+def _positive(view: np.ndarray, offset: int, threshold: float, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices [n, ndim] shifted by ``offset`` on the last two axes, logits [n]) of cells > threshold.
+
+    At most ``limit`` cells, the highest: a badly trained model can mark most cells positive, and
+    pairing them all would take quadratic time and memory.
+    """
     idx = np.nonzero(view > threshold)
     scores = view[idx].astype(np.float64)
     cols = np.stack(idx, axis=1).astype(np.int64) if idx[0].size else np.zeros((0, view.ndim), np.int64)
+    if scores.size > limit:
+        logger.warning("%d positive cells in one row; keeping the %d highest", scores.size, limit)
+        keep = np.sort(np.argpartition(-scores, limit - 1)[:limit])
+        cols, scores = cols[keep], scores[keep]
     cols[:, -2:] += offset
     return cols, scores
 
@@ -57,10 +69,10 @@ def extract_cells(
 ) -> GPCells:
     """Positive cells of one row restricted to text tokens ``[text_start, text_end)``."""
     a, b = text_start, max(text_start, text_end)
-    subjects, subject_scores = _positive(entity[0, a:b, a:b], a, threshold)
-    objects, object_scores = _positive(entity[1, a:b, a:b], a, threshold)
-    heads, head_scores = _positive(so_head[:, a:b, a:b], a, threshold)
-    tails, tail_scores = _positive(so_tail[:, a:b, a:b], a, threshold)
+    subjects, subject_scores = _positive(entity[0, a:b, a:b], a, threshold, MAX_SPANS)
+    objects, object_scores = _positive(entity[1, a:b, a:b], a, threshold, MAX_SPANS)
+    heads, head_scores = _positive(so_head[:, a:b, a:b], a, threshold, MAX_LINKS)
+    tails, tail_scores = _positive(so_tail[:, a:b, a:b], a, threshold, MAX_LINKS)
     return GPCells(subjects, subject_scores, objects, object_scores, heads, head_scores, tails, tail_scores)
 
 

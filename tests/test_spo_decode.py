@@ -168,3 +168,20 @@ def test_duplicates_deduplicated_and_sorted() -> None:
     assert keys == sorted(keys) and len(set(keys)) == len(keys) == 3
     first = next(r for r in out if r["subject_start"] == 0 and r["predicate"] == "出生地")
     assert first["score"] == round(1 / (1 + np.exp(-3.0)), 6)  # min(4, 3 (object), 4, 4) beats 1.0
+
+
+def test_all_positive_rows_are_capped_not_quadratic():
+    """A model that marks every cell positive must not make decoding blow up."""
+    from pipeline.spo_decode import MAX_LINKS, MAX_SPANS, decode_spo, extract_cells
+
+    length, preds = 200, 8
+    rng = np.random.default_rng(0)
+    entity = rng.random((2, length, length), dtype=np.float32) + 0.1
+    so_head = rng.random((preds, length, length), dtype=np.float32) + 0.1
+    so_tail = rng.random((preds, length, length), dtype=np.float32) + 0.1
+    cells = extract_cells(entity, so_head, so_tail, 1, length - 1)
+    assert len(cells.subjects) == MAX_SPANS and len(cells.heads) == MAX_LINKS
+    kept = entity[0, 1 : length - 1, 1 : length - 1].ravel()
+    assert cells.subject_scores.min() >= np.sort(kept)[-MAX_SPANS]
+    offsets = [(i, i + 1) for i in range(length)]
+    decode_spo(cells, offsets, "字" * length, [f"p{i}" for i in range(preds)])

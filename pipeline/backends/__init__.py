@@ -34,7 +34,7 @@ def resolve_backend(kind: str) -> str:
 
 
 def create_backend(
-    kind: str, model_dir: Path, card: ModelCard, threads: int = 2, use_onednn: bool = True
+    kind: str, model_dir: Path, card: ModelCard, threads: int = 2, use_onednn: bool = False
 ) -> Backend:
     """Create and load the backend ``kind`` (already resolved: ``paddle`` or ``onnx``)."""
     if kind == "paddle":

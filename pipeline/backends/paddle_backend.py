@@ -30,11 +30,11 @@ def find_model_files(serving_dir: Path) -> tuple[Path, Path]:
 
 
 class PaddleBackend(Backend):
-    """Paddle Inference on the CPU, optionally with oneDNN; one predictor clone per thread."""
+    """Paddle Inference on the CPU (oneDNN opt-in); one predictor clone per thread."""
 
     name = "paddle"
 
-    def __init__(self, threads: int = 2, use_onednn: bool = True):
+    def __init__(self, threads: int = 2, use_onednn: bool = False):
         super().__init__(threads)
         self.use_onednn = use_onednn
         self._local = threading.local()
@@ -54,9 +54,14 @@ class PaddleBackend(Backend):
         config.set_cpu_math_library_num_threads(self.threads)
         config.switch_ir_optim(True)
         config.disable_glog_info()
-        if self.use_onednn:
+        onednn = self.use_onednn and self._onednn_verified(card)
+        if onednn:
             config.enable_mkldnn()
             config.set_mkldnn_cache_capacity(16)
+        else:
+            # Paddle 3 turns oneDNN on for CPU by itself; it is slow for small models (broadcast
+            # elementwise ops) and gave wrong values on some X2Paddle graphs, so it is opt-in.
+            config.disable_mkldnn()
         try:
             self._root = pi.create_predictor(config)
         except Exception as e:
@@ -70,8 +75,17 @@ class PaddleBackend(Backend):
             pi.get_version().split()[1] if " " in pi.get_version() else pi.get_version(),
             program,
             self.threads,
-            "on" if self.use_onednn else "off",
+            "on" if onednn else "off",
         )
+
+    @staticmethod
+    def _onednn_verified(card: ModelCard) -> bool:
+        """oneDNN only where the bridge checked it against the reference (``paddle_onednn.ok``)."""
+        check = getattr(card, "paddle_onednn", None)
+        if isinstance(check, dict) and not check.get("ok", False):
+            logger.warning("oneDNN off for %s: the bridge found it differs (%s)", card.name, check)
+            return False
+        return True
 
     def _predictor(self):
         pred = getattr(self._local, "predictor", None)
