@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
+import os
+import socket
 
 from ops.decode_op import DecodeOp
 from ops.model_op import ModelOp
@@ -21,6 +22,7 @@ from pipeline.gateway import HttpGateway, go_gateway_runs_here
 from pipeline.kserve import KServeServer
 from pipeline.metrics import model_ready_setter, start_metrics_server
 from pipeline.models import load_served_models
+from pipeline.server_runner import run_until_signal
 from pipeline.serving_compat import Op, PipelineServer, RequestOp, ResponseOp
 
 SERVICE_NAME = "ie"
@@ -48,11 +50,27 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger().setLevel(level)
 
 
+def check_ports(config: ServiceConfig) -> None:
+    """Fail start-up with the config key when a port is taken (Paddle Serving exits with a typo)."""
+    for key, port in (("rpc_port", config.rpc_port), ("http_port", config.http_port)):
+        if not port:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError as e:
+                raise ConfigError(
+                    f"port {port} ({key} in {config.path.name}) is already in use: {e.strerror}; "
+                    "stop the other server or choose another port"
+                ) from e
+
+
 def preflight(config: ServiceConfig) -> str:
     """Load every model once before the server starts, so a bad file stops start-up with its name.
 
     Returns the backend kind in use.
     """
+    check_ports(config)
     kind = resolve_backend(config.ie.backend)
     for name, model in load_served_models(config.ie).items():
         create_backend(kind, model.dir, model.card, threads=1, use_onednn=False).close()
@@ -145,11 +163,23 @@ class IEWebService:
                 ) from e
 
     def run_service(self) -> None:
+        """Serve until SIGTERM/SIGINT, then drain in-flight requests and return."""
+        models = sorted(self.config.ie.models)
+        before_drain = [lambda: model_ready_setter(models)]  # the gauge back to 0
+        after_drain = []
         if self._gateway is not None:
             self._gateway.start()
+            after_drain.append(self._gateway.stop)
         if self._kserve is not None:
             self._kserve.start()
-        self._server.run_server()
+            before_drain.append(self._kserve.readiness.mark_all_not_ready)
+            after_drain.append(self._kserve.stop)
+        run_until_signal(
+            self._server,
+            grace_s=self.config.ie.limits.request_timeout_ms / 1000,
+            before_drain=before_drain,
+            after_drain=after_drain,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,4 +211,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # After the drain, gRPC handler threads of requests that outlived the grace period may still
+    # wait on the DAG; do not let interpreter shutdown wait for them.
+    logging.shutdown()
+    os._exit(code)

@@ -42,6 +42,11 @@ class Readiness:
         with self._lock:
             self._flags[model] = True
 
+    def mark_all_not_ready(self) -> None:
+        """On shutdown: report not ready so that load balancers stop sending requests."""
+        with self._lock:
+            self._flags = dict.fromkeys(self._flags, False)
+
     def model_ready(self, model: str) -> bool:
         with self._lock:
             return self._flags.get(model, False)
