@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from client import http_client, rpc_client
+from client.local_server import ROOT, SERVING_MODEL, image_app_copy, run_server
 from conversion.demo_data import generate, uie_schema
 from tests.compare import close
-from tests.server import ROOT, SERVING_MODEL, image_app_copy, run_server
 
 TOOL = ROOT.parent / "shared" / "tools" / "arm64-python.sh"
 ARM_DIR = ROOT / "build" / "arm64"

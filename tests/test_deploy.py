@@ -11,9 +11,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from client.local_server import ROOT, free_port
 from pipeline.config import load_config
 from pipeline.kserve import KServeServer
-from tests.server import ROOT, free_port
 from tests.test_kserve import _cards
 
 DEPLOY = ROOT / "deploy"

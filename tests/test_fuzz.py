@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from client import http_client, rpc_client
-from tests.server import SERVING_MODEL, run_server
+from client.local_server import SERVING_MODEL, run_server
 
 pytestmark = [
     pytest.mark.slow,

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
 from client import rpc_client
+from client.local_server import SERVING_MODEL, free_port, run_server
 from pipeline.config import Limits
 from pipeline.health import warmup_request
 from pipeline.kserve import KServeServer
@@ -30,7 +31,6 @@ from pipeline.kserve.protocol import (
 )
 from pipeline.model_card import ModelCard
 from pipeline.schemas import parse_request
-from tests.server import SERVING_MODEL, free_port, run_server
 
 UIE_SCHEMA = {"人物": ["出生地"]}
 

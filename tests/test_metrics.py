@@ -11,6 +11,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from client.local_server import SERVING_MODEL, free_port, run_server
 from client.request import build_request
 from client.rpc_client import connect
 from pipeline.errors import InferenceError, InvalidRequest, InvalidText
@@ -30,7 +31,6 @@ from pipeline.metrics import (
 )
 from pipeline.spo_job import SPOJob
 from pipeline.tokenizer import SPECIAL_TOKENS, IETokenizer
-from tests.server import SERVING_MODEL, free_port, run_server
 from tests.test_kserve import wait_http_ready
 
 TEXT = "张伟出生于杭州。"

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from client import http_client, rpc_client
+from client.local_server import SERVING_MODEL, run_server
 from conversion.demo_data import generate, uie_schema
 from conversion.metrics import (
     micro_prf,
@@ -18,7 +19,6 @@ from conversion.metrics import (
     uie_predicted_facts,
 )
 from tests.compare import close
-from tests.server import SERVING_MODEL, run_server
 
 pytestmark = [
     pytest.mark.slow,

@@ -1,4 +1,7 @@
-"""Starts the real service (web_service.py) in a subprocess on free loopback ports, for tests."""
+"""Starts the real service (web_service.py) in a subprocess on free loopback ports.
+
+Used by the tests, the benchmark and the soak script; never binds anything but 127.0.0.1 clients.
+"""
 
 from __future__ import annotations
 
