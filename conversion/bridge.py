@@ -181,6 +181,14 @@ def model_card(
     return card
 
 
+def served_max_seq_len(ckpt: Path, default: int) -> int:
+    """The row length to serve with: what the model was trained at when its metrics.json says
+    (positions beyond it are untrained; longer texts go through overlapping windows)."""
+    metrics = _metrics(ckpt) or {}
+    trained = metrics.get("max_seq_len")
+    return min(default, int(trained)) if trained else default
+
+
 def is_fresh(out_dir: Path, ckpt: Path) -> bool:
     """True when ``out_dir`` holds a complete conversion of ``ckpt`` newer than the checkpoint."""
     card_path = out_dir / CARD
@@ -224,7 +232,7 @@ def process_uie(
 
     model, config = load_uie_checkpoint(ckpt)
     tokenizer = IETokenizer.from_file(ckpt / VOCAB)
-    max_seq_len = min(512, config.max_position_embeddings)
+    max_seq_len = served_max_seq_len(ckpt, min(512, config.max_position_embeddings))
     cases = make_cases(UIE_SPEC, tokenizer, inputs.texts, seed, prompts=inputs.prompts)
     decode = uie_decoder(inputs.decode_texts, inputs.uie_schema, tokenizer, max_seq_len)
     checker = make_checker(UIE_SPEC, cases, decode, log)
@@ -255,7 +263,7 @@ def process_spo(
     model = load_spo_checkpoint(ckpt)
     tokenizer = IETokenizer.from_file(ckpt / VOCAB)
     predicates = [p["name"] for p in _spo_predicates(ckpt)]
-    max_seq_len = SPO_SPEC.max_seq_len
+    max_seq_len = served_max_seq_len(ckpt, SPO_SPEC.max_seq_len)
     cases = make_cases(SPO_SPEC, tokenizer, inputs.texts, seed)
     decode = spo_decoder(inputs.decode_texts, tokenizer, predicates, max_seq_len)
     checker = make_checker(SPO_SPEC, cases, decode, log)
