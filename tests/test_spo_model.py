@@ -198,3 +198,52 @@ def test_few_training_steps_reduce_loss(tmp_path) -> None:
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_sparse_multilabel_ce_matches_dense_formula() -> None:
+    from conversion.train_spo import sparse_multilabel_ce
+
+    g = torch.Generator().manual_seed(1)
+    y_pred = torch.randn(3, 2, 40, generator=g) * 4
+    pos = [[[3, 7], []], [[39], [1, 2]], [[], [5]]]
+    y_true = torch.zeros(3, 2, 2, dtype=torch.long)
+    for b, row in enumerate(pos):
+        for c, idx in enumerate(row):
+            y_true[b, c, : len(idx)] = torch.tensor(idx, dtype=torch.long)
+    got = sparse_multilabel_ce(y_true, y_pred)
+    for b, row in enumerate(pos):
+        for c, idx in enumerate(row):
+            s = y_pred[b, c].double()
+            is_pos = torch.zeros(40, dtype=torch.bool)
+            is_pos[idx] = True
+            ref = torch.log1p(torch.exp(-s[is_pos]).sum()) + torch.log1p(torch.exp(s[~is_pos]).sum())
+            assert abs(got[b, c].item() - ref.item()) < 1e-4
+
+
+def test_init_relation_logits_start_negative() -> None:
+    cfg = SPOConfig(vocab_size=50, hidden_size=32, num_attention_heads=4, intermediate_size=64,
+                    max_position_embeddings=64, num_predicates=P, head_size=16,
+                    relation_init_offset=8.0)  # fmt: skip
+    torch.manual_seed(0)
+    model = SPOModel(cfg).eval()
+    assert abs(model.bert.encoder.layer[0].attention.self.query.weight.std().item() - 0.02) < 0.005
+    with torch.no_grad():
+        _, head, tail = model(*_inputs(2, 10))
+    for out in (head, tail):
+        assert out.max().item() < -6 and out.min().item() > -10
+
+
+def test_train_spo_writes_checkpoint(tmp_path) -> None:
+    from conversion.demo_data import write_dataset
+    from conversion.train_spo import train_spo
+
+    data = write_dataset(tmp_path / "data", seed=3, n_train=40, n_test=6)
+    small = {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64, "head_size": 16}
+    hp = {"max_steps": 3, "batch_size": 8, "first_eval": 100}
+    result = train_spo(data, tmp_path / "ckpt", seed=0, hparams=hp, model_overrides=small)
+    assert result["steps"] == 3 and 0.0 <= result["f1"] <= 1.0
+    assert set(result) == {"f1", "precision", "recall", "seconds", "steps"}
+    for name in ("config.json", "model.pt", "predicates.json", "vocab.txt", "metrics.json"):
+        assert (tmp_path / "ckpt" / name).is_file()
+    model = load_spo_checkpoint(tmp_path / "ckpt")
+    assert model.config.max_position_embeddings == 256 and model.config.hidden_size == 32

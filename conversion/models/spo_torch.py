@@ -47,7 +47,8 @@ class SPOConfig:
     relation_rope: bool = False  # RoPE in so_head / so_tail too (learned much slower in trials)
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02  # std of the HF-style normal init (0: PyTorch default init)
-    position_init_scale: float = 0.1  # sinusoidal position table times this (learned afterwards)
+    position_init_scale: float = 0.02  # sinusoidal position table times this (learned afterwards)
+    relation_init_offset: float = 8.0  # so_head/so_tail logits start near -this (biases of q, k)
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
 
@@ -293,6 +294,19 @@ class EfficientGlobalPointer(nn.Module):
         return _mask_logits(logits, pair_mask, pos, self.tril_mask)
 
 
+def _offset_init_(head: GlobalPointer, offset: float) -> None:
+    """Set the q / k biases to +a / -a so every (non-RoPE) logit starts near ``-offset``.
+
+    Most relation cells are negative: starting there skips the first phase of training.
+    """
+    hs = head.head_size
+    a = math.sqrt(offset * math.sqrt(hs) / hs)
+    with torch.no_grad():
+        bias = head.dense.bias.view(head.heads, 2 * hs)
+        bias[:, :hs] = a
+        bias[:, hs:] = -a
+
+
 class SPOModel(nn.Module):
     """BERT + GPLinker heads: ``entity`` [B,2,L,L], ``so_head`` / ``so_tail`` [B,P,L,L] logits."""
 
@@ -310,6 +324,9 @@ class SPOModel(nn.Module):
         _sinusoid_(self.bert.embeddings.position_embeddings.weight)
         with torch.no_grad():
             self.bert.embeddings.position_embeddings.weight.mul_(cfg.position_init_scale)
+        if cfg.relation_init_offset > 0 and not cfg.efficient_heads:
+            for head in (self.head_head, self.tail_head):
+                _offset_init_(head, cfg.relation_init_offset)
 
     def forward(
         self,
