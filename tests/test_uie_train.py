@@ -6,11 +6,17 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from conversion.demo_data import uie_schema, write_dataset
-from conversion.models.uie_paddle import load_uie_checkpoint
-from conversion.train_uie import evaluate, gold_facts, micro_prf, predicted_facts, read_jsonl, train_uie
+from conversion.metrics import micro_prf
+from conversion.metrics import uie_gold_facts as gold_facts
+from conversion.metrics import uie_predicted_facts as predicted_facts
+from conversion.models.uie_paddle import UIE, load_uie_checkpoint
+from conversion.models.uie_torch import TorchUIE, copy_torch_to_paddle, init_torch_uie
+from conversion.train_uie import evaluate, predict_rows, read_jsonl, tiny_config, train_uie
 from conversion.uie_examples import (
     SchemaSpec,
     build_examples,
@@ -159,3 +165,33 @@ def test_few_training_steps_lower_the_loss_and_the_checkpoint_roundtrips(tmp_pat
     again = evaluate(model, tok, read_jsonl(data / "test.jsonl"), uie_schema(), saved["max_seq_len"])
     assert again["f1"] == pytest.approx(metrics["f1"])
     assert again["precision"] == pytest.approx(metrics["precision"])
+
+
+def _trained_like(model: TorchUIE) -> None:
+    """Move every weight away from its init so a transposition or name slip shows in the outputs."""
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.1)
+
+
+def test_torch_twin_copies_into_paddle_with_equal_outputs(tokenizer):
+    config = tiny_config(tokenizer.vocab_size, hidden_size=32, num_layers=2, num_heads=2)
+    src = TorchUIE(config)
+    init_torch_uie(src, seed=0)
+    _trained_like(src)
+    dst = UIE(config)
+    assert copy_torch_to_paddle(src, dst) <= 1e-5
+    rows = tokenizer.encode_batch([RECORD["text"], "Python晴天"], ["人物", "周杰伦的出生地"], 64)
+    ps, pe = predict_rows(dst, rows)
+    ts, te = predict_rows(src, rows)
+    for a, b in zip(ps + pe, ts + te, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert float(np.abs(ps[0] - 0.5).max()) > 1e-3  # the probe is not trivially flat
+
+
+def test_copy_rejects_a_different_architecture(tokenizer):
+    src = TorchUIE(tiny_config(tokenizer.vocab_size, hidden_size=32, num_layers=1, num_heads=2))
+    dst = UIE(tiny_config(tokenizer.vocab_size, hidden_size=32, num_layers=2, num_heads=2))
+    with pytest.raises(ValueError, match="names differ"):
+        copy_torch_to_paddle(src, dst)
