@@ -112,7 +112,7 @@ class IEWebService:
     def prepare_pipeline_config(self) -> None:
         pipeline_conf = dict(self.config.pipeline)
         if use_python_gateway(self.config):
-            pipeline_conf["http_port"] = 0  # PipelineServer then starts no Go gateway
+            pipeline_conf.pop("http_port", None)  # PipelineServer then starts no Go gateway
             ie = self.config.ie
             self._gateway = HttpGateway(
                 self.config.http_port,

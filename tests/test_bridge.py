@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,9 @@ def test_rerun_skips_conversion_then_check_catches_a_broken_file(built, caplog) 
     out, work, uie_ckpt, spo_ckpt = built
     onnx_file = out / "spo" / "model.onnx"
     before = onnx_file.stat().st_mtime_ns
+    # Importing Paddle Serving's pipeline (other tests do) reconfigures logging and disables the
+    # loggers that existed then; this test reads the bridge's log, so it turns its logger back on.
+    logging.getLogger("conversion.bridge").disabled = False
     with caplog.at_level("INFO", logger="conversion.bridge"):
         assert bridge.build(out, work, seed=0, uie_checkpoint=uie_ckpt, spo_checkpoint=spo_ckpt) == 0
     assert onnx_file.stat().st_mtime_ns == before
