@@ -56,4 +56,7 @@ def test_slim_venv_serves_the_same_answers(slim_python, tmp_path: Path):
     with run_server(tmp_path / "full", backend="paddle") as full:
         full_answers = _ask(full, texts)
     assert close(slim_answers, full_answers)
-    assert any(r["spo_list"] for r in slim_answers["spo"])
+    # not a comparison of empty answers
+    assert any(r["spo_list"] for r in slim_answers["spo"]) or any(
+        any(r.values()) for r in slim_answers["uie"]
+    )
