@@ -22,8 +22,11 @@ test: setup-dev models
 lint:
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
-bench:
-	$(PY) -m client.benchmark --quick --out bench_out
+# The benchmark (README "Benchmark"): installs requirements-bench.txt into build/bench/pylib, builds
+# the nano/base models, measures. `make bench BENCH_ARGS=--quick` runs the < 1 minute demo subset.
+BENCH_ARGS ?=
+bench: setup models
+	$(PY) -m client.benchmark --setup --out bench_out $(BENCH_ARGS)
 
 clean:
 	rm -rf build serving_model/uie serving_model/spo serving_model/parity.json PipelineServingLogs ProcessSteps

@@ -1,0 +1,101 @@
+"""The naive baseline: a Flask app calling the backend once per request, no batching.
+
+python -m client.naive_server --models serving_model --backend onnx --port 18090
+
+It takes the service's HTTP body (``POST /ie/prediction``, Paddle Serving's key/value JSON) and
+does the same work per request (validate, tokenize, engine, decode), on Flask's threaded
+development server: the wrapper people write first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class NaiveService:
+    """The served models of ``settings`` (IESettings); :meth:`answer` serves one request body."""
+
+    def __init__(self, settings):
+        from pipeline.backends import create_backend
+        from pipeline.models import load_served_models
+
+        self.settings = settings
+        self.models = load_served_models(settings)
+        self.backends = {
+            name: create_backend(
+                settings.backend, m.dir, m.card, settings.intra_op_threads, settings.use_onednn
+            )
+            for name, m in self.models.items()
+        }
+
+    def answer(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Paddle Serving's ``{"err_no", "err_msg", "key", "value"}`` for one request."""
+        from pipeline.errors import IEError
+        from pipeline.job_factory import build_job
+        from pipeline.runner import run_jobs
+        from pipeline.schemas import RESULT_KEY, encode_results
+
+        try:
+            kv = dict(zip(body["key"], body["value"], strict=True))
+            job = build_job(kv, self.models, self.settings.limits)
+            if job.engine is not None:
+                model = self.models[job.task]
+                run_jobs(
+                    self.backends[job.task],
+                    [job.engine],
+                    model.card.inputs,
+                    model.card.outputs,
+                    self.settings.max_batch_rows,
+                    model.tokenizer.pad_id,
+                )
+            result = encode_results(job.results())
+        except IEError as e:
+            return {"err_no": e.err_no, "err_msg": e.message, "key": [], "value": []}
+        except (KeyError, TypeError, ValueError) as e:
+            return {"err_no": 5000, "err_msg": f"bad request: {e}", "key": [], "value": []}
+        return {"err_no": 0, "err_msg": "", "key": [RESULT_KEY], "value": [result]}
+
+
+def create_app(service: NaiveService):
+    """The Flask app: ``POST /ie/prediction``."""
+    from flask import Flask, Response, request
+
+    app = Flask("naive_ie")
+
+    @app.post("/ie/prediction")
+    def prediction() -> Response:
+        answer = service.answer(request.get_json(force=True))
+        return Response(json.dumps(answer, ensure_ascii=False), mimetype="application/json")
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=Path, required=True, help="folder with uie/ and spo/")
+    parser.add_argument("--backend", choices=["paddle", "onnx"], required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--threads", type=int, default=2, help="engine intra-op threads")
+    parser.add_argument("--pylib", type=Path, help="folder holding Flask (the benchmark's --setup)")
+    args = parser.parse_args(argv)
+    if args.pylib:
+        sys.path.append(str(args.pylib))
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    from client.bench_raw import bench_settings
+
+    settings = bench_settings(args.models, args.backend, args.threads)
+    app = create_app(NaiveService(settings))
+    app.run(host="127.0.0.1", port=args.port, threaded=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
