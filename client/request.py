@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 
@@ -33,3 +34,18 @@ def parse_response(err_no: int, err_msg: str, keys: list[str], values: list[str]
         raise ServiceError(err_no, err_msg)
     data = dict(zip(keys, values, strict=True))
     return json.loads(data["result"])
+
+
+def results_close(a: Any, b: Any, tol: float = 1e-4) -> bool:
+    """Equal JSON-like results (keys, lengths, strings, ints), floats within ``tol``.
+
+    Probabilities of the same text may differ in the last float digits between batches padded to
+    different lengths; spans and texts must not.
+    """
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(results_close(a[k], b[k], tol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(results_close(x, y, tol) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, abs_tol=tol)
+    return a == b

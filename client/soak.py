@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from client import rpc_client
-from client.request import build_request, parse_response
+from client.request import build_request, parse_response, results_close
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def soak(endpoint: str, pid: int, total: int, concurrency: int, distinct: int = 
         try:
             resp = c.predict(feed_dict=kv, fetch=None)
             answer = parse_response(resp.err_no, resp.err_msg, list(resp.key), list(resp.value))
-            ok, same = True, answer == expected[i % len(reqs)]
+            ok, same = True, results_close(answer, expected[i % len(reqs)])
         except Exception:
             logger.exception("request %d failed", i)
             ok, same = False, False
