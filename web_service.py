@@ -26,6 +26,7 @@ from pipeline.server_runner import run_until_signal
 from pipeline.serving_compat import Op, PipelineServer, RequestOp, ResponseOp
 
 SERVICE_NAME = "ie"
+EXIT_WORKER_DIED = 3  # an op worker process died (process ops); a supervisor should restart us
 OWN_LOGGERS = ("web_service", "ops", "pipeline", "client")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 logger = logging.getLogger("web_service")
@@ -162,8 +163,8 @@ class IEWebService:
                     f"cannot serve KServe on port {ie.kserve_http_port} (ie.kserve_http_port): {e}"
                 ) from e
 
-    def run_service(self) -> None:
-        """Serve until SIGTERM/SIGINT, then drain in-flight requests and return."""
+    def run_service(self) -> int:
+        """Serve until SIGTERM/SIGINT (return 0) or an op worker process dies (return 3)."""
         models = sorted(self.config.ie.models)
         before_drain = [lambda: model_ready_setter(models)]  # the gauge back to 0
         after_drain = []
@@ -174,12 +175,16 @@ class IEWebService:
             self._kserve.start()
             before_drain.append(self._kserve.readiness.mark_all_not_ready)
             after_drain.append(self._kserve.stop)
-        run_until_signal(
+        death = run_until_signal(
             self._server,
             grace_s=self.config.ie.limits.request_timeout_ms / 1000,
             before_drain=before_drain,
             after_drain=after_drain,
         )
+        if death is not None:
+            logger.error("stopped because %s; restart the service", death.describe())
+            return EXIT_WORKER_DIED
+        return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         config.ie.kserve_http_port or "off",
         config.ie.metrics_port or "off",
     )
-    service.run_service()
-    return 0
+    return service.run_service()
 
 
 if __name__ == "__main__":

@@ -74,10 +74,18 @@ class RunningServer:
 
 
 def write_config(
-    workdir: Path, backend: str, rpc_port: int, http_port: int, app: Path = ROOT, **ie: object
+    workdir: Path,
+    backend: str,
+    rpc_port: int,
+    http_port: int,
+    app: Path = ROOT,
+    dag: dict | None = None,
+    **ie: object,
 ) -> Path:
+    """A copy of ``app``/config.yml on the given ports and backend; ``dag`` and ``ie`` keys override."""
     conf = yaml.safe_load((app / "config.yml").read_text(encoding="utf-8"))
     conf["rpc_port"], conf["http_port"] = rpc_port, http_port
+    conf["dag"].update(dag or {})
     conf["ie"]["backend"] = backend
     for name, model in conf["ie"]["models"].items():
         model["dir"] = str(app / "serving_model" / name)
@@ -115,6 +123,7 @@ def run_server(
     env: dict | None = None,
     app: Path = ROOT,
     ready_timeout: float = 180.0,
+    dag: dict | None = None,
     **ie: object,
 ) -> Iterator[RunningServer]:
     """Run ``app``/web_service.py with a copy of its config.yml on free ports; SIGTERM it after.
@@ -123,7 +132,7 @@ def run_server(
     """
     workdir.mkdir(parents=True, exist_ok=True)
     rpc_port, http_port = free_port(), free_port()
-    config = write_config(workdir, backend, rpc_port, http_port, app, **ie)
+    config = write_config(workdir, backend, rpc_port, http_port, app, dag, **ie)
     log = open(workdir / "server.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [

@@ -3,8 +3,9 @@
 ``PipelineServer.run_server`` blocks in ``wait_for_termination`` and dies mid-request on SIGTERM.
 This does what its non-``build_dag_each_worker`` branch does (one gRPC server with a
 ``PipelineServicer``, then the Go HTTP gateway) and on a signal stops taking new requests and
-waits up to ``grace_s`` for the ones in flight. It reads the server's prepared settings from
-PipelineServer's attributes, which Paddle Serving 0.9.0 sets in ``prepare_server``.
+waits up to ``grace_s`` for the ones in flight. With process ops it also stops, after a short
+drain, when an op worker process dies (:mod:`pipeline.watchdog`). It reads the server's prepared
+settings from PipelineServer's attributes, which Paddle Serving 0.9.0 sets in ``prepare_server``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import signal
 import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
+
+from pipeline.watchdog import WorkerDeath, WorkerWatchdog, op_workers
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +33,14 @@ def run_until_signal(
     before_drain: Sequence[Callable[[], None]] = (),
     after_drain: Sequence[Callable[[], None]] = (),
     stop_event: threading.Event | None = None,
-) -> None:
+    death_grace_s: float = 5.0,
+) -> WorkerDeath | None:
     """Serve ``server`` (a prepared PipelineServer); return after a drained shutdown.
 
     ``before_drain`` callables run first (e.g. report not-ready), ``after_drain`` ones once the
-    in-flight requests have finished (e.g. stop the HTTP gateways).
+    in-flight requests have finished (e.g. stop the HTTP gateways). Returns None after a signal,
+    or the :class:`WorkerDeath` that stopped the server (the drain then lasts ``death_grace_s``:
+    requests inside the dead worker never finish).
     """
     import grpc
     from paddle_serving_server.pipeline.pipeline_server import PipelineServicer
@@ -53,15 +59,19 @@ def run_until_signal(
     if grpc_server.add_insecure_port(f"[::]:{server._rpc_port}") == 0:
         raise OSError(f"cannot listen on rpc_port {server._rpc_port}")
     grpc_server.start()
+    watchdog = WorkerWatchdog(op_workers(servicer._dag_executor._dag), lambda _: stop.set()).start()
     server._run_grpc_gateway(grpc_port=server._rpc_port, http_port=server._http_port or 0)
     logger.info("ready: RPC on %s", server._rpc_port)
     try:
         stop.wait()
     finally:
-        logger.info("shutting down: draining in-flight requests (up to %.0fs)", grace_s)
+        watchdog.stop()
+        grace = grace_s if watchdog.death is None else min(grace_s, death_grace_s)
+        logger.info("shutting down: draining in-flight requests (up to %.0fs)", grace)
         _run_all(before_drain)
-        grpc_server.stop(grace_s).wait()
+        grpc_server.stop(grace).wait()
         _run_all(after_drain)
+        watchdog.terminate_workers()
         proxy = getattr(server, "_proxy_server", None)
         if proxy is not None and proxy.is_alive():
             proxy.terminate()
@@ -69,6 +79,7 @@ def run_until_signal(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         logger.info("stopped")
+    return watchdog.death
 
 
 def _run_all(callbacks: Sequence[Callable[[], None]]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import signal
 import socket
@@ -105,3 +107,29 @@ def test_sigterm_drains_in_flight_requests(tmp_path):
     assert len(results) == 6 and all(len(r) == 48 for r in results)
     assert max(finished) > signalled, "no request was in flight at SIGTERM: make them longer"
     assert code == 0 and "draining in-flight requests" in log and "stopped" in log
+
+
+@pytest.mark.parametrize("op", ["model", "decode"])
+def test_killed_process_op_worker_stops_the_server_instead_of_hanging(tmp_path, op):
+    with run_server(tmp_path / "srv", backend="onnx", dag={"is_thread_op": False}) as srv:
+        assert rpc_client.predict("spo", "张伟出生于杭州。", endpoint=srv.rpc_endpoint)
+        found = re.search(rf"{op}\[0\] pid (\d+)", srv.log())
+        assert found, srv.log()[-2000:]
+        os.kill(int(found.group(1)), signal.SIGKILL)
+        outcome: list[object] = []
+
+        def racing_request() -> None:  # answered or refused, never left hanging
+            try:
+                outcome.append(rpc_client.predict("spo", "李娜毕业于北辰大学。", endpoint=srv.rpc_endpoint))
+            except Exception as e:  # any error is an answer here
+                outcome.append(e)
+
+        racing = threading.Thread(target=racing_request, daemon=True)
+        racing.start()
+        racing.join(30)
+        assert outcome, "a request hung after the worker died"
+        code = srv.proc.wait(60)
+        log = srv.log()
+    assert code == 3, log[-3000:]
+    assert f"op worker '{op}' (pid {found.group(1)}) was killed by signal SIGKILL" in log
+    assert "restart the service" in log and "stopped" in log
