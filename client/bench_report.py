@@ -31,6 +31,7 @@ RUN_KEYS = (
     "errors",
 )
 SERVED = ("http", "rpc")
+BASELINES = ("naive", "triton")  # servers this service is compared with
 LIBRARIES = ("paddlepaddle", "onnxruntime", "numpy", "tokenizers", "grpcio", "paddle-serving-server", "flask")
 
 
@@ -139,7 +140,37 @@ def evaluate_targets(runs: list[dict], seq_len: int = 128) -> list[dict[str, Any
                 "status": _verdict(None if gain is None else gain >= 1.5),
             }
         )
+        out += _vs_triton(model, size, backend, served, group)
     out += _onnx_vs_paddle(rows)
+    return out
+
+
+def _vs_triton(model: str, size: str, backend: str, served: list[dict], group: list[dict]) -> list[dict]:
+    """The service's best throughput at c = 8 and 32 against Triton's, and its p99 there."""
+    out = []
+    for conc in (8, 32):
+        triton = _best(
+            r for r in group if r["mode"] == "triton" and r["concurrency"] == conc and not r["errors"]
+        )
+        ours = _best(r for r in served if r["concurrency"] == conc)
+        if triton is None or ours is None:
+            continue
+        ratio = ours["throughput_rps"] / triton["throughput_rps"]
+        p99 = ours["p99_ms"] / triton["p99_ms"]
+        detail = f"{_describe(ours)} p99 {ours['p99_ms']:.1f} ms vs triton "
+        detail += f"{_describe(triton)} p99 {triton['p99_ms']:.1f} ms"
+        out.append(
+            {
+                "target": f"served >= 1.0x triton throughput at concurrency {conc}, p99 <= 1.2x",
+                "model": model,
+                "size": size,
+                "backend": backend,
+                "value": ratio,
+                "bound": 1.0,
+                "detail": f"{detail}; p99 ratio {p99:.2f}",
+                "status": _verdict(ratio >= 1.0 and p99 <= 1.2),
+            }
+        )
     return out
 
 
@@ -232,6 +263,8 @@ def markdown(doc: dict) -> str:
 
 def _op(row: dict) -> str:
     """The service's model op as batch_size x concurrency (``bs16 x1``); '-' for other modes."""
+    if "triton_max_batch_size" in row:
+        return f"triton bs{row['triton_max_batch_size']} {row['triton_queue_delay_us']}us"
     if "model_batch_size" not in row:
         return "-"
     return f"bs{row['model_batch_size']} x{row.get('model_op_concurrency', 1)}"
@@ -283,8 +316,8 @@ def plots(doc: dict, out: Path) -> list[Path]:
 def _plot_model(ax, rows: list[dict], kind: str) -> None:
     paths: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
-        if r["mode"] in (*SERVED, "naive"):
-            label = f"{r['backend']} {r['mode']}" + ("" if r["mode"] == "naive" else " " + _op(r))
+        if r["mode"] in (*SERVED, *BASELINES):
+            label = f"{r['backend']} {r['mode']}" + ("" if r["mode"] in BASELINES else " " + _op(r))
             paths[label].append(r)
     for label, group in sorted(paths.items()):
         group.sort(key=lambda r: r["concurrency"])

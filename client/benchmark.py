@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 ROOT = bench_models.ROOT
 PYLIB = bench_models.BENCH_DIR / "pylib"
+TRITON_VENV = bench_models.BENCH_DIR / "triton-venv"
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class Plan:
     served_variants: tuple[tuple[int, int], ...] = ((1, 1), (16, 1), (16, 2))
     raw_streams: tuple[int, ...] = (1, 2)  # engine callers at once (batch 1, serve_seq_len)
     naive: bool = True
+    triton: bool = False  # the PyTriton baseline (needs x86-64; --setup-triton once)
+    triton_max_batch_size: int = 16
+    triton_queue_delay_us: int = 4000
     threads: int = 2
     batching_timeout_ms: int = 4
     duration_s: float = 3.0
@@ -167,7 +171,7 @@ def start_profiler(pid: int, path: Path, duration_s: float) -> subprocess.Popen:
 def run_served(plan: Plan, size: str, root: Path, work: Path) -> list[dict]:
     """The service over HTTP and RPC (each model-op variant of ``plan``), and the naive server."""
     from client.bench_raw import bench_settings, request_text
-    from client.bench_servers import run_naive, run_service
+    from client.bench_servers import run_naive, run_service, run_triton
     from pipeline.models import load_served_models
 
     rows = []
@@ -197,7 +201,41 @@ def run_served(plan: Plan, size: str, root: Path, work: Path) -> list[dict]:
                         common = dict(batch=1, seq_len=plan.serve_seq_len, auto_batching=False)
                         rows.append(_row(m, size, kind, "naive", **common, **res))
                         _log(rows[-1])
+        if plan.triton:
+            cell_dir = work / f"{size}-{kind}-triton"
+            tri = dict(max_batch_size=plan.triton_max_batch_size, queue_delay_us=plan.triton_queue_delay_us)
+            with run_triton(cell_dir, root, kind, plan.threads, triton_python(), **tri) as port:
+                for m in plan.models:
+                    for res in loadgen(plan, "triton", f"127.0.0.1:{port}", m, texts[m], cell_dir):
+                        common = dict(batch=1, seq_len=plan.serve_seq_len, auto_batching=True)
+                        extra = {f"triton_{k}": v for k, v in tri.items()}
+                        rows.append(_row(m, size, kind, "triton", **common, **extra, **res))
+                        _log(rows[-1])
     return rows
+
+
+def triton_python() -> Path:
+    """The interpreter of the Triton baseline's venv (:func:`setup_triton` makes it)."""
+    return TRITON_VENV / "bin" / "python"
+
+
+def setup_triton(requirements: Path = ROOT / "requirements-triton.txt", venv: Path = TRITON_VENV) -> None:
+    """A venv for the Triton baseline: PyTriton and its newer protobuf/grpcio/tritonclient in its
+    own site-packages, then (through a .pth file) the project's .venv for numpy, the engines and
+    tokenizers. The project's .venv is not changed. Skipped when already made from this file."""
+    import sysconfig
+
+    site = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    stamp = venv / ".requirements-triton.txt"
+    pins = requirements.read_text(encoding="utf-8")
+    if stamp.is_file() and stamp.read_text(encoding="utf-8") == pins:
+        return
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site)]
+    subprocess.run([*cmd, "-r", str(requirements)], check=True)
+    (site / "ie_project_venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
+    stamp.write_text(pins, encoding="utf-8")
 
 
 def setup(requirements: Path = ROOT / "requirements-bench.txt", target: Path = PYLIB) -> None:
@@ -268,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         "--variants", help="comma list of model-op BATCH_SIZExCONCURRENCY, e.g. 1x1,16x1,16x2"
     )
     parser.add_argument("--no-naive", action="store_true", help="skip the naive server")
+    parser.add_argument("--triton", action="store_true", help="also the PyTriton baseline (x86-64)")
+    parser.add_argument("--setup-triton", action="store_true", help="(re)make its venv first")
+    parser.add_argument("--triton-queue-delay-us", type=int, help="Triton max_queue_delay_microseconds")
     parser.add_argument("--duration", type=float, help="seconds per served cell")
     parser.add_argument("--threads", type=int, help="engine intra-op threads (default 2)")
     parser.add_argument("--profile", action="store_true", help="py-spy the service at concurrency 8")
@@ -290,6 +331,11 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, served_variants=variants)
     if args.no_naive:
         plan = replace(plan, naive=False)
+    if args.triton or args.setup_triton:
+        setup_triton()  # a no-op when its venv is already made from requirements-triton.txt
+        plan = replace(plan, triton=True)
+    if args.triton_queue_delay_us is not None:
+        plan = replace(plan, triton_queue_delay_us=args.triton_queue_delay_us)
     if args.duration:
         plan = replace(plan, duration_s=args.duration)
     if args.threads:

@@ -5,7 +5,8 @@ python -m client.loadgen --kind http --target 127.0.0.1:18082 --task spo --text 
 
 Bounded in requests and time. Prints one JSON object: throughput, latency percentiles, errors.
 ``http`` posts Paddle Serving's JSON to ``/ie/prediction`` (the service's gateway and the naive
-server take the same body); ``rpc`` uses Paddle Serving's ``PipelineClient``.
+server take the same body); ``rpc`` uses Paddle Serving's ``PipelineClient``; ``triton`` posts
+the same body inside a KServe v2 infer request to the Triton baseline (client/triton_server.py).
 """
 
 from __future__ import annotations
@@ -128,8 +129,17 @@ def run_load(
     return result
 
 
-def http_sender(target: str, body: bytes, timeout_s: float = 60.0) -> Sender:
-    """Keep-alive HTTP POSTs of ``body`` to ``target``'s /ie/prediction; reconnects when closed."""
+def http_sender(
+    target: str,
+    body: bytes,
+    timeout_s: float = 60.0,
+    path: str = HTTP_PATH,
+    unwrap: Callable[[dict], dict] = lambda answer: answer,
+) -> Sender:
+    """Keep-alive HTTP POSTs of ``body`` to ``target``'s ``path``; reconnects when closed.
+
+    ``unwrap`` takes the Paddle Serving answer out of the response JSON.
+    """
     host, port = loopback_target(target)
     state: dict[str, http.client.HTTPConnection | None] = {"conn": None}
     headers = {"Content-Type": "application/json"}
@@ -139,7 +149,7 @@ def http_sender(target: str, body: bytes, timeout_s: float = 60.0) -> Sender:
             conn = state["conn"] or http.client.HTTPConnection(host, port, timeout=timeout_s)
             state["conn"] = conn
             try:
-                conn.request("POST", HTTP_PATH, body, headers)
+                conn.request("POST", path, body, headers)
                 resp = conn.getresponse()
                 data = resp.read()
                 if resp.will_close:
@@ -151,7 +161,7 @@ def http_sender(target: str, body: bytes, timeout_s: float = 60.0) -> Sender:
                 if attempt:
                     raise
                 continue
-            return resp.status == 200 and answered_ok(json.loads(data))
+            return resp.status == 200 and answered_ok(unwrap(json.loads(data)))
         return False
 
     return send
@@ -189,7 +199,7 @@ def request_body(task: str, text: str, schema: str | None) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kind", choices=["http", "rpc"], required=True)
+    parser.add_argument("--kind", choices=["http", "rpc", "triton"], required=True)
     parser.add_argument("--target", required=True, help="127.0.0.1:PORT")
     parser.add_argument("--task", choices=["uie", "spo"], required=True)
     parser.add_argument("--text", required=True)
@@ -201,11 +211,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     kv = request_body(args.task, args.text, args.schema)
     loopback_target(args.target)
+    body = json.dumps({"key": list(kv), "value": list(kv.values())}, ensure_ascii=False)
     if args.kind == "http":
-        body = json.dumps({"key": list(kv), "value": list(kv.values())}, ensure_ascii=False).encode()
 
         def make() -> Sender:
-            return http_sender(args.target, body)
+            return http_sender(args.target, body.encode())
+    elif args.kind == "triton":
+        from client.triton_server import MODEL_NAME, answer_of, infer_body
+
+        wrapped = json.dumps(infer_body(body), ensure_ascii=False).encode()
+
+        def make() -> Sender:
+            return http_sender(args.target, wrapped, path=f"/v2/models/{MODEL_NAME}/infer", unwrap=answer_of)
     else:
 
         def make() -> Sender:

@@ -80,18 +80,33 @@ def write_config(
     http_port: int,
     app: Path = ROOT,
     dag: dict | None = None,
+    op: dict[str, dict] | None = None,
     **ie: object,
 ) -> Path:
-    """A copy of ``app``/config.yml on the given ports and backend; ``dag`` and ``ie`` keys override."""
+    """A copy of ``app``/config.yml on the given ports and backend, with overrides.
+
+    ``dag`` updates the ``dag:`` section, ``op`` each named op's section (a None value removes
+    the key), ``ie`` the ``ie:`` section (``models`` per model).
+    """
     conf = yaml.safe_load((app / "config.yml").read_text(encoding="utf-8"))
     conf["rpc_port"], conf["http_port"] = rpc_port, http_port
     conf["dag"].update(dag or {})
+    for name, settings in (op or {}).items():
+        section = conf["op"].setdefault(name, {})
+        for key, value in settings.items():
+            if value is None:
+                section.pop(key, None)
+            else:
+                section[key] = value
     conf["ie"]["backend"] = backend
     for name, model in conf["ie"]["models"].items():
         model["dir"] = str(app / "serving_model" / name)
     conf["ie"].setdefault("kserve_http_port", free_port())
     conf["ie"].setdefault("metrics_port", free_port())
+    models = ie.pop("models", {})
     conf["ie"].update(ie)
+    for name, model in models.items():
+        conf["ie"]["models"][name].update(model)
     path = workdir / "config.yml"
     path.write_text(yaml.safe_dump(conf, allow_unicode=True), encoding="utf-8")
     return path
@@ -124,6 +139,7 @@ def run_server(
     app: Path = ROOT,
     ready_timeout: float = 180.0,
     dag: dict | None = None,
+    op: dict[str, dict] | None = None,
     **ie: object,
 ) -> Iterator[RunningServer]:
     """Run ``app``/web_service.py with a copy of its config.yml on free ports; SIGTERM it after.
@@ -132,7 +148,7 @@ def run_server(
     """
     workdir.mkdir(parents=True, exist_ok=True)
     rpc_port, http_port = free_port(), free_port()
-    config = write_config(workdir, backend, rpc_port, http_port, app, dag, **ie)
+    config = write_config(workdir, backend, rpc_port, http_port, app, dag, op, **ie)
     log = open(workdir / "server.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [

@@ -20,7 +20,11 @@ logger = logging.getLogger(__name__)
 
 
 class NaiveService:
-    """The served models of ``settings`` (IESettings); :meth:`answer` serves one request body."""
+    """The served models of ``settings`` (IESettings), called in-process; no server of its own.
+
+    :meth:`answer_many` does a batch of requests' work the way the service's model op does
+    (one engine pass per stage over all their rows); :meth:`answer` is a batch of one.
+    """
 
     def __init__(self, settings):
         from pipeline.backends import create_backend
@@ -37,30 +41,44 @@ class NaiveService:
 
     def answer(self, body: dict[str, Any]) -> dict[str, Any]:
         """Paddle Serving's ``{"err_no", "err_msg", "key", "value"}`` for one request."""
+        return self.answer_many([body])[0]
+
+    def answer_many(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One Paddle Serving answer per request body; requests' rows share engine batches."""
         from pipeline.errors import IEError
         from pipeline.job_factory import build_job
         from pipeline.runner import run_jobs
         from pipeline.schemas import RESULT_KEY, encode_results
 
-        try:
-            kv = dict(zip(body["key"], body["value"], strict=True))
-            job = build_job(kv, self.models, self.settings.limits)
-            if job.engine is not None:
-                model = self.models[job.task]
+        answers: list[dict[str, Any] | None] = [None] * len(bodies)
+        jobs: dict[int, Any] = {}
+        for i, body in enumerate(bodies):
+            try:
+                kv = dict(zip(body["key"], body["value"], strict=True))
+                jobs[i] = build_job(kv, self.models, self.settings.limits)
+            except IEError as e:
+                answers[i] = {"err_no": e.err_no, "err_msg": e.message, "key": [], "value": []}
+            except (KeyError, TypeError, ValueError) as e:
+                answers[i] = {"err_no": 5000, "err_msg": f"bad request: {e}", "key": [], "value": []}
+        for task, model in self.models.items():
+            engines = [j.engine for j in jobs.values() if j.task == task and j.engine is not None]
+            if engines:
                 run_jobs(
-                    self.backends[job.task],
-                    [job.engine],
+                    self.backends[task],
+                    engines,
                     model.card.inputs,
                     model.card.outputs,
                     self.settings.max_batch_rows,
                     model.tokenizer.pad_id,
                 )
-            result = encode_results(job.results())
-        except IEError as e:
-            return {"err_no": e.err_no, "err_msg": e.message, "key": [], "value": []}
-        except (KeyError, TypeError, ValueError) as e:
-            return {"err_no": 5000, "err_msg": f"bad request: {e}", "key": [], "value": []}
-        return {"err_no": 0, "err_msg": "", "key": [RESULT_KEY], "value": [result]}
+        for i, job in jobs.items():
+            answers[i] = {
+                "err_no": 0,
+                "err_msg": "",
+                "key": [RESULT_KEY],
+                "value": [encode_results(job.results())],
+            }
+        return answers  # type: ignore[return-value]
 
 
 def create_app(service: NaiveService):

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import subprocess
 import sys
 import threading
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 from client.bench_models import ROOT, is_built, pad_vocab
 from client.bench_report import RUN_KEYS, evaluate_targets, markdown, top_frames
 from client.loadgen import answered_ok, http_sender, loopback_target, percentile, run_load, summarize
+from client.request import results_close
 
 
 def test_percentile_interpolates_and_handles_empty():
@@ -105,6 +108,7 @@ def test_targets_compare_served_raw_naive_and_backends():
         _row(mode="http", concurrency=8, throughput_rps=500.0, p50_ms=5.0, errors=3),  # errors: ignored
         _row(mode="naive", concurrency=8, throughput_rps=100.0, p50_ms=80.0),
         _row(mode="raw", backend="paddle", batch=8, throughput_rps=250.0, p50_ms=30.0),
+        _row(mode="triton", concurrency=8, throughput_rps=200.0, p50_ms=40.0, p99_ms=0.9),
     ]
     targets = {(t["target"], t["backend"]): t for t in evaluate_targets(runs)}
     served = targets[("served best throughput >= 0.9x raw best", "onnx")]
@@ -116,6 +120,9 @@ def test_targets_compare_served_raw_naive_and_backends():
     assert naive["value"] == pytest.approx(1.9) and naive["status"] == "met"
     backends = targets[("onnx raw throughput >= 0.9x paddle", "onnx/paddle")]
     assert backends["value"] == pytest.approx(0.8) and backends["status"] == "missed"
+    triton = targets[("served >= 1.0x triton throughput at concurrency 8, p99 <= 1.2x", "onnx")]
+    assert triton["value"] == pytest.approx(0.95) and triton["status"] == "missed"
+    assert "p99 ratio 1.11" in triton["detail"]
     assert targets[("served best throughput >= 0.9x raw best", "paddle")]["status"] == "n/a"
     table = markdown({"machine": _machine(), "runs": runs})
     assert table.count("\n| spo | nano |") == len(runs)
@@ -176,3 +183,52 @@ def test_request_text_gives_rows_of_the_asked_length(tmp_path: Path, task: str):
         text = request_text(tokenizer, task, seq)
         assert len(tokenizer.encode(text, prompt, max_len=4096)) == seq
         assert tokenizer.unk_id not in tokenizer.encode(text, prompt).input_ids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="PyTriton ships an x86-64 tritonserver")
+def test_triton_baseline_answers_like_the_service(tmp_path: Path):
+    if not is_built("demo"):
+        pytest.skip("demo models not built (make models)")
+    from client.bench_raw import bench_settings
+    from client.bench_servers import run_triton
+    from client.benchmark import setup_triton, triton_python
+    from client.naive_server import NaiveService
+    from client.request import build_request
+    from client.triton_server import MODEL_NAME, answer_of, infer_body
+
+    setup_triton()
+    root = ROOT / "serving_model"
+    requests = [
+        build_request("spo", ["张伟出生于杭州。", "李娜毕业于北辰大学，是一名软件工程师。"]),
+        build_request("uie", "张伟出生于杭州。", ["人物", "地点"]),
+        {"task": "nope", "text": "x"},
+    ]
+    bodies = [{"key": list(kv), "value": list(kv.values())} for kv in requests]
+    expected = NaiveService(bench_settings(root, "onnx", 2)).answer_many(bodies)
+    with run_triton(
+        tmp_path, root, "onnx", 2, triton_python(), max_batch_size=8, queue_delay_us=2000
+    ) as port:
+        for body, want in zip(bodies, expected, strict=True):
+            payload = json.dumps(infer_body(json.dumps(body, ensure_ascii=False))).encode()
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/infer", data=payload, method="POST"
+            )
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                got = answer_of(json.loads(resp.read()))
+            assert got["err_no"] == want["err_no"]
+            if want["err_no"] == 0:
+                assert results_close(json.loads(got["value"][0]), json.loads(want["value"][0]))
+        assert want["err_no"] != 0  # the unknown task is refused, as by the service
+        cmd = [sys.executable, "-m", "client.loadgen", "--kind", "triton", "--target", f"127.0.0.1:{port}"]
+        cmd += ["--task", "spo", "--text", "张伟出生于杭州。", "--concurrency", "4", "--max-requests", "40"]
+        load = subprocess.run(
+            cmd,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert load.returncode == 0, load.stderr[-3000:]
+    result = json.loads(load.stdout.strip().splitlines()[-1])
+    assert result["requests"] == 40 and result["errors"] == 0
