@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from pipeline.spo_decode import GPCells, decode_spo, extract_cells
 from pipeline.tokenizer import Encoded, IETokenizer
-from pipeline.uie.windows import split_windows
+from pipeline.uie.spans import Span
+from pipeline.uie.windows import default_overlap, merge_window_spans, split_windows
 
 _TRIPLE_KEY = ("subject_start", "subject_end", "predicate", "object_start", "object_end")
 
@@ -27,7 +30,7 @@ class SPOJob:
         self.predicates = predicates
         self.threshold = threshold
         max_chars = max_seq_len - 2
-        overlap = window_overlap if window_overlap is not None else min(64, max_chars // 4)
+        overlap = window_overlap if window_overlap is not None else default_overlap(max_chars)
         stride = max(max_chars - overlap, 1)
         self._windows: list[tuple[int, int, str]] = []  # (text index, char offset, chunk)
         for i, text in enumerate(texts):
@@ -46,15 +49,34 @@ class SPOJob:
         ]
 
     def result(self) -> list[dict]:
-        """One ``{"spo_list": [...]}`` per text, char offsets into the full text."""
-        merged: list[dict[tuple, dict]] = [{} for _ in self.texts]
+        """One ``{"spo_list": [...]}`` per text, char offsets into the full text.
+
+        Triples from overlapping windows merge (highest score kept). A triple whose subject or
+        object touches a window edge inside the text may hold a cut entity: it is dropped when
+        another window found an overlapping entity that is not cut (as UIE windows do).
+        """
+        found: list[list[dict]] = [[] for _ in self.texts]
+        spans: list[list[tuple[int, int, Sequence[Span]]]] = [[] for _ in self.texts]
         for (i, offset, chunk), row, cells in zip(self._windows, self._rows, self._cells or [], strict=False):
-            for spo in decode_spo(cells, row.offsets, chunk, self.predicates):
+            triples = decode_spo(cells, row.offsets, chunk, self.predicates)
+            ents = {
+                (t[f"{r}_start"], t[f"{r}_end"], t["score"]) for t in triples for r in ("subject", "object")
+            }
+            spans[i].append((offset, len(chunk), sorted(ents)))
+            for spo in triples:
                 for k in ("subject_start", "subject_end", "object_start", "object_end"):
                     spo[k] += offset
+                found[i].append(spo)
+        out = []
+        for i, text in enumerate(self.texts):
+            kept = {(a, b) for a, b, _ in merge_window_spans(spans[i], len(text))}
+            merged: dict[tuple, dict] = {}
+            for spo in found[i]:
+                ends = ((spo["subject_start"], spo["subject_end"]), (spo["object_start"], spo["object_end"]))
+                if not all(e in kept for e in ends):
+                    continue
                 key = tuple(spo[k] for k in _TRIPLE_KEY)
-                if key not in merged[i] or merged[i][key]["score"] < spo["score"]:
-                    merged[i][key] = spo
-        return [
-            {"spo_list": sorted(m.values(), key=lambda s: tuple(s[k] for k in _TRIPLE_KEY))} for m in merged
-        ]
+                if key not in merged or merged[key]["score"] < spo["score"]:
+                    merged[key] = spo
+            out.append({"spo_list": sorted(merged.values(), key=lambda t: tuple(t[k] for k in _TRIPLE_KEY))})
+        return out

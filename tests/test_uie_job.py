@@ -285,7 +285,7 @@ def test_split_windows_cover_and_overlap():
     assert all(chunk == text[o : o + len(chunk)] and len(chunk) == 30 for o, chunk in wins)
     assert split_windows("短文本", 30, 22) == [(0, "短文本")]
     assert split_windows("", 30, 22) == [(0, "")]
-    assert default_overlap(500) == 32 and default_overlap(40) == 10
+    assert default_overlap(500) == 64 and default_overlap(40) == 20
     with pytest.raises(ValueError):
         split_windows(text, 30, 0)
 
@@ -311,13 +311,13 @@ def long_text(entity: str, at: int, length: int = 80) -> str:
 
 @pytest.mark.parametrize("at", range(10, 40))
 def test_entity_on_a_window_boundary_is_found_once(tok, at):
-    # max_seq_len 24, prompt 2 tokens -> windows of 19 chars, overlap 4, stride 15: edges 15, 19, 30, 34..
+    # max_seq_len 24, prompt 2 tokens -> windows of 19 chars, overlap 9, stride 10: edges 10, 19, 20, 29..
     text = long_text("诸葛亮", at)
     oracle = Oracle(tok, {"人物": ["诸葛亮"]}, fragments=True)
     job = UIEJob([text], parse_schema("人物"), tok, max_seq_len=24)
     (res,) = run(job, oracle)
     assert res == {"人物": [item("诸葛亮", at)]}
-    assert oracle.rows_seen == len(split_windows(text, 19, 15)) > 1
+    assert oracle.rows_seen == len(split_windows(text, 19, 10)) > 1
     assert all(len(r) <= 24 for r in job_rows(text, tok))
 
 

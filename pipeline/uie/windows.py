@@ -1,7 +1,7 @@
 """Overlapping windows over long texts, the model rows built from them, and merging their spans.
 
 Taskflow cuts a long text into back-to-back chunks, so an entity across a cut is lost or
-truncated. Here windows overlap (by default ``min(size // 4, 32)`` characters or tokens): any
+truncated. Here windows overlap (by default ``min(size // 2, 64)`` characters or tokens): any
 span up to the overlap length lies wholly inside some window, and a span cut by a window edge is
 dropped when another window found an overlapping span that is not cut. :class:`UIEJob` cuts
 windows in token space over a text tokenized once and assembles rows with :func:`pair_row`.
@@ -18,12 +18,16 @@ from pipeline.tokenizer import Encoded, IETokenizer
 
 Span = tuple[int, int, float]
 
-DEFAULT_MIN_OVERLAP = 32
+DEFAULT_MAX_OVERLAP = 64
 
 
-def default_overlap(max_chars: int, minimum: int = DEFAULT_MIN_OVERLAP) -> int:
-    """The default overlap of windows of ``max_chars``: a quarter of the window, at most ``minimum``."""
-    return max(0, min(max_chars // 4, minimum))
+def default_overlap(max_chars: int, maximum: int = DEFAULT_MAX_OVERLAP) -> int:
+    """The default overlap of windows of ``max_chars``: half a window, at most ``maximum``.
+
+    Half a window: a sentence-level fact up to that long (a subject with its object) lies wholly
+    inside some window.
+    """
+    return max(0, min(max_chars // 2, maximum))
 
 
 def split_windows(text: str, max_chars: int, stride: int) -> list[tuple[int, str]]:
