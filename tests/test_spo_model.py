@@ -235,14 +235,15 @@ def test_init_relation_logits_start_negative() -> None:
 
 def test_train_spo_writes_checkpoint(tmp_path) -> None:
     from conversion.demo_data import write_dataset
-    from conversion.train_spo import train_spo
+    from conversion.train_spo import SERVE_MAX_LEN, train_spo
 
     data = write_dataset(tmp_path / "data", seed=3, n_train=40, n_test=6)
     small = {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64, "head_size": 16}
     hp = {"max_steps": 3, "batch_size": 8, "first_eval": 100}
     result = train_spo(data, tmp_path / "ckpt", seed=0, hparams=hp, model_overrides=small)
     assert result["steps"] == 3 and 0.0 <= result["f1"] <= 1.0
-    assert set(result) == {"f1", "precision", "recall", "seconds", "steps"}
+    assert set(result) == {"f1", "precision", "recall", "seconds", "steps", "max_seq_len"}
+    assert result["max_seq_len"] == SERVE_MAX_LEN  # the bridge serves the model at this length
     for name in ("config.json", "model.pt", "predicates.json", "vocab.txt", "metrics.json"):
         assert (tmp_path / "ckpt" / name).is_file()
     model = load_spo_checkpoint(tmp_path / "ckpt")
