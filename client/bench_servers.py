@@ -118,7 +118,9 @@ def run_triton(
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            # the Paddle backend reads serving_server_conf.prototxt with Paddle Serving's old
+            # generated _pb2 modules, which protobuf 6's C++ runtime refuses to load
+            env={**os.environ, "PYTHONPATH": str(ROOT), "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"},
             start_new_session=True,
         )
         try:

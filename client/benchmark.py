@@ -18,6 +18,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -195,7 +197,7 @@ def run_served(plan: Plan, size: str, root: Path, work: Path) -> list[dict]:
                             _log(rows[-1])
         if plan.naive:
             cell_dir = work / f"{size}-{kind}-naive"
-            with run_naive(cell_dir, root, kind, plan.threads, PYLIB) as port:
+            with _baseline("naive", cell_dir), run_naive(cell_dir, root, kind, plan.threads, PYLIB) as port:
                 for m in plan.models:
                     for res in loadgen(plan, "http", f"127.0.0.1:{port}", m, texts[m], cell_dir):
                         common = dict(batch=1, seq_len=plan.serve_seq_len, auto_batching=False)
@@ -204,7 +206,10 @@ def run_served(plan: Plan, size: str, root: Path, work: Path) -> list[dict]:
         if plan.triton:
             cell_dir = work / f"{size}-{kind}-triton"
             tri = dict(max_batch_size=plan.triton_max_batch_size, queue_delay_us=plan.triton_queue_delay_us)
-            with run_triton(cell_dir, root, kind, plan.threads, triton_python(), **tri) as port:
+            with (
+                _baseline("triton", cell_dir),
+                run_triton(cell_dir, root, kind, plan.threads, triton_python(), **tri) as port,
+            ):
                 for m in plan.models:
                     for res in loadgen(plan, "triton", f"127.0.0.1:{port}", m, texts[m], cell_dir):
                         common = dict(batch=1, seq_len=plan.serve_seq_len, auto_batching=True)
@@ -212,6 +217,17 @@ def run_served(plan: Plan, size: str, root: Path, work: Path) -> list[dict]:
                         rows.append(_row(m, size, kind, "triton", **common, **extra, **res))
                         _log(rows[-1])
     return rows
+
+
+@contextmanager
+def _baseline(name: str, cell_dir: Path) -> Iterator[None]:
+    """A baseline server that cannot start or dies is logged and skipped; the run goes on."""
+    try:
+        yield
+    except (RuntimeError, TimeoutError, OSError) as e:
+        logger.error(
+            "%s baseline failed, its rows are missing (log in %s): %s", name, cell_dir, str(e)[-500:]
+        )
 
 
 def triton_python() -> Path:
