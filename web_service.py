@@ -51,6 +51,35 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger().setLevel(level)
 
 
+# Paddle Serving logs about seven lines per request into PipelineServingLogs/ (request unpacked,
+# ID generated, "skip process stage" warnings for ops without a model client, "prometheus inf count
+# +1", "Auto-batching is On", "Succ predict"). Our decode op logs one line per request instead.
+_SERVING_REQUEST_LINES = (
+    "inference request name:",
+    "RequestOp unpack one request",
+    "Succ Generate ID",
+    "skip process stage",
+    "prometheus inf count",
+    "Auto-batching is On",
+    "Succ predict",
+)
+_SERVING_LOGGERS = ("pipeline_server", "operator", "dag")
+
+
+class _DropServingRequestLines(logging.Filter):
+    """Drops Paddle Serving's per-request lines; its start-up, warning and error lines stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg if isinstance(record.msg, str) else ""
+        return not any(marker in msg for marker in _SERVING_REQUEST_LINES)
+
+
+def quiet_serving_request_logs() -> None:
+    """Install :class:`_DropServingRequestLines` on Paddle Serving's pipeline loggers."""
+    for name in _SERVING_LOGGERS:
+        logging.getLogger(f"paddle_serving_server.pipeline.{name}").addFilter(_DropServingRequestLines())
+
+
 def check_ports(config: ServiceConfig) -> None:
     """Fail start-up with the config key when a port is taken (Paddle Serving exits with a typo)."""
     for key, port in (("rpc_port", config.rpc_port), ("http_port", config.http_port)):
@@ -198,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, overrides)
         configure_logging(config.ie.log_level)
+        if not config.ie.serving_request_logs:
+            quiet_serving_request_logs()
         backend = preflight(config)
         service = IEWebService(config, backend=backend)
         service.prepare_pipeline_config()

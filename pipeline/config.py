@@ -63,6 +63,9 @@ class IESettings(_Strict):
     )
     metrics_port: int = Field(default=8002, ge=0, le=65535, description="Prometheus /metrics; 0 = off")
     log_requests_text: bool = Field(default=False, description="put request texts in the per-request log")
+    serving_request_logs: bool = Field(
+        default=False, description="keep Paddle Serving's own ~7 lines per request in PipelineServingLogs/"
+    )
 
     @field_validator("models")
     @classmethod
