@@ -78,6 +78,23 @@ def _verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "missed")
 
 
+def _target(
+    target: str, key: tuple[str, str, str], value: float | None, bound: float, detail: str, ok: bool | None
+) -> dict[str, Any]:
+    """One row of the targets table; ``key`` is (model, size, backend)."""
+    model, size, backend = key
+    return {
+        "target": target,
+        "model": model,
+        "size": size,
+        "backend": backend,
+        "value": value,
+        "bound": bound,
+        "detail": detail,
+        "status": _verdict(ok),
+    }
+
+
 def evaluate_targets(runs: list[dict], seq_len: int = 128) -> list[dict[str, Any]]:
     """The four targets per (model, size, backend), from the rows at ``seq_len``; each with
     its measured value, the bound and ``met`` / ``missed`` / ``n/a`` (a side not measured)."""
@@ -93,18 +110,10 @@ def evaluate_targets(runs: list[dict], seq_len: int = 128) -> list[dict[str, Any
         ratio = None
         if best_raw and best_served:
             ratio = best_served["throughput_rps"] / best_raw["throughput_rps"]
-        out.append(
-            {
-                "target": "served best throughput >= 0.9x raw best",
-                "model": model,
-                "size": size,
-                "backend": backend,
-                "value": ratio,
-                "bound": 0.9,
-                "detail": _describe(best_served) + " vs raw " + _describe(best_raw),
-                "status": _verdict(None if ratio is None else ratio >= 0.9),
-            }
-        )
+        key = (model, size, backend)
+        detail = _describe(best_served) + " vs raw " + _describe(best_raw)
+        ok = None if ratio is None else ratio >= 0.9
+        out.append(_target("served best throughput >= 0.9x raw best", key, ratio, 0.9, detail, ok))
         raw1 = next((r for r in raw if r["batch"] == 1 and r["concurrency"] == 1), None)
         for mode in SERVED:
             c1 = [r for r in served if r["mode"] == mode and r["concurrency"] == 1]
@@ -112,40 +121,24 @@ def evaluate_targets(runs: list[dict], seq_len: int = 128) -> list[dict[str, Any
                 continue
             best_c1 = min(c1, key=lambda r: r["p50_ms"])
             over = best_c1["p50_ms"] - raw1["p50_ms"]
-            out.append(
-                {
-                    "target": f"{mode} p50 at concurrency 1 <= raw batch-1 p50 + 3 ms",
-                    "model": model,
-                    "size": size,
-                    "backend": backend,
-                    "value": over,
-                    "bound": 3.0,
-                    "detail": f"{best_c1['p50_ms']:.2f} ms (auto_batching={best_c1['auto_batching']}) "
-                    f"vs raw {raw1['p50_ms']:.2f} ms",
-                    "status": _verdict(over <= 3.0),
-                }
+            detail = (
+                f"{best_c1['p50_ms']:.2f} ms (auto_batching={best_c1['auto_batching']}) "
+                f"vs raw {raw1['p50_ms']:.2f} ms"
             )
+            target = f"{mode} p50 at concurrency 1 <= raw batch-1 p50 + 3 ms"
+            out.append(_target(target, key, over, 3.0, detail, over <= 3.0))
         naive8 = _best(r for r in group if r["mode"] == "naive" and r["concurrency"] == 8)
         served8 = _best(r for r in served if r["concurrency"] == 8)
         gain = served8["throughput_rps"] / naive8["throughput_rps"] if naive8 and served8 else None
-        out.append(
-            {
-                "target": "served >= 1.5x naive throughput at concurrency 8",
-                "model": model,
-                "size": size,
-                "backend": backend,
-                "value": gain,
-                "bound": 1.5,
-                "detail": _describe(served8) + " vs naive " + _describe(naive8),
-                "status": _verdict(None if gain is None else gain >= 1.5),
-            }
-        )
-        out += _vs_triton(model, size, backend, served, group)
+        detail = _describe(served8) + " vs naive " + _describe(naive8)
+        ok = None if gain is None else gain >= 1.5
+        out.append(_target("served >= 1.5x naive throughput at concurrency 8", key, gain, 1.5, detail, ok))
+        out += _vs_triton(key, served, group)
     out += _onnx_vs_paddle(rows)
     return out
 
 
-def _vs_triton(model: str, size: str, backend: str, served: list[dict], group: list[dict]) -> list[dict]:
+def _vs_triton(key: tuple[str, str, str], served: list[dict], group: list[dict]) -> list[dict]:
     """The service's best throughput at c = 8 and 32 against Triton's, and its p99 there."""
     out = []
     for conc in (8, 32):
@@ -159,18 +152,9 @@ def _vs_triton(model: str, size: str, backend: str, served: list[dict], group: l
         p99 = ours["p99_ms"] / triton["p99_ms"]
         detail = f"{_describe(ours)} p99 {ours['p99_ms']:.1f} ms vs triton "
         detail += f"{_describe(triton)} p99 {triton['p99_ms']:.1f} ms"
-        out.append(
-            {
-                "target": f"served >= 1.0x triton throughput at concurrency {conc}, p99 <= 1.2x",
-                "model": model,
-                "size": size,
-                "backend": backend,
-                "value": ratio,
-                "bound": 1.0,
-                "detail": f"{detail}; p99 ratio {p99:.2f}",
-                "status": _verdict(ratio >= 1.0 and p99 <= 1.2),
-            }
-        )
+        target = f"served >= 1.0x triton throughput at concurrency {conc}, p99 <= 1.2x"
+        detail += f"; p99 ratio {p99:.2f}"
+        out.append(_target(target, key, ratio, 1.0, detail, ratio >= 1.0 and p99 <= 1.2))
     return out
 
 
@@ -191,18 +175,9 @@ def _onnx_vs_paddle(rows: list[dict]) -> list[dict[str, Any]]:
             if not best["paddle"] or not best["onnx"]:
                 continue
             ratio = best["onnx"]["throughput_rps"] / best["paddle"]["throughput_rps"]
-            out.append(
-                {
-                    "target": f"onnx {path} throughput >= 0.9x paddle",
-                    "model": model,
-                    "size": size,
-                    "backend": "onnx/paddle",
-                    "value": ratio,
-                    "bound": 0.9,
-                    "detail": "onnx " + _describe(best["onnx"]) + " vs paddle " + _describe(best["paddle"]),
-                    "status": _verdict(ratio >= 0.9),
-                }
-            )
+            detail = "onnx " + _describe(best["onnx"]) + " vs paddle " + _describe(best["paddle"])
+            target = f"onnx {path} throughput >= 0.9x paddle"
+            out.append(_target(target, (model, size, "onnx/paddle"), ratio, 0.9, detail, ratio >= 0.9))
     return out
 
 

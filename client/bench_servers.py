@@ -66,6 +66,34 @@ def _wait_http(proc: subprocess.Popen, url: str, body: bytes, timeout: float, lo
 
 
 @contextmanager
+def _run_baseline(
+    cmd: list[str],
+    log_path: Path,
+    url: str,
+    body: bytes,
+    ready_timeout: float,
+    env: dict | None = None,
+    grace: float = 15.0,
+) -> Iterator[None]:
+    """``cmd`` as a subprocess from the repo root, logging to ``log_path``, ready once a POST of
+    ``body`` to ``url`` answers 200; its process group is stopped on exit (SIGKILL after ``grace`` s)."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+            start_new_session=True,
+        )
+        try:
+            _wait_http(proc, url, body, ready_timeout, log_path)
+            yield
+        finally:
+            stop(proc, grace)
+
+
+@contextmanager
 def run_naive(
     workdir: Path, models_root: Path, backend: str, threads: int, pylib: Path, ready_timeout: float = 300.0,
 ) -> Iterator[int]:  # fmt: skip
@@ -74,22 +102,10 @@ def run_naive(
     port = free_port()
     cmd = [sys.executable, "-m", "client.naive_server", "--models", str(models_root), "--backend", backend]
     cmd += ["--port", str(port), "--threads", str(threads), "--pylib", str(pylib)]
-    log_path = workdir / "naive.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            start_new_session=True,
-        )
-        try:
-            body = b'{"key": ["task", "text"], "value": ["spo", "\\u5f20\\u4f1f"]}'
-            _wait_http(proc, f"http://127.0.0.1:{port}/ie/prediction", body, ready_timeout, log_path)
-            yield port
-        finally:
-            stop(proc)
+    body = b'{"key": ["task", "text"], "value": ["spo", "\\u5f20\\u4f1f"]}'
+    url = f"http://127.0.0.1:{port}/ie/prediction"
+    with _run_baseline(cmd, workdir / "naive.log", url, body, ready_timeout):
+        yield port
 
 
 @contextmanager
@@ -111,22 +127,10 @@ def run_triton(
     cmd = [str(python), "-m", "client.triton_server", "--models", str(models_root), "--backend", backend]
     cmd += ["--http-port", str(port), "--threads", str(threads)]
     cmd += ["--max-batch-size", str(max_batch_size), "--queue-delay-us", str(queue_delay_us)]
-    log_path = workdir / "triton.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            # the Paddle backend reads serving_server_conf.prototxt with Paddle Serving's old
-            # generated _pb2 modules, which protobuf 6's C++ runtime refuses to load
-            env={**os.environ, "PYTHONPATH": str(ROOT), "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"},
-            start_new_session=True,
-        )
-        try:
-            body = json.dumps(infer_body('{"key": ["task", "text"], "value": ["spo", "张伟"]}')).encode()
-            url = f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/infer"
-            _wait_http(proc, url, body, ready_timeout, log_path)
-            yield port
-        finally:
-            stop(proc, grace=30)
+    body = json.dumps(infer_body('{"key": ["task", "text"], "value": ["spo", "张伟"]}')).encode()
+    url = f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/infer"
+    # the Paddle backend reads serving_server_conf.prototxt with Paddle Serving's old generated
+    # _pb2 modules, which protobuf 6's C++ runtime (Triton's venv) refuses to load
+    env = {"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
+    with _run_baseline(cmd, workdir / "triton.log", url, body, ready_timeout, env, grace=30):
+        yield port

@@ -1,7 +1,7 @@
 """The Triton baseline: the same engines and work behind NVIDIA Triton's dynamic batcher (PyTriton).
 
-python -m client.triton_server --models serving_model --backend onnx --http-port 8000 \\
-    --pylib build/bench/triton-pylib
+build/bench/triton-venv/bin/python -m client.triton_server --models serving_model --backend onnx \\
+    --http-port 8000
 
 One Triton model ``ie`` takes the service's request body as a BYTES tensor ``request`` and answers
 Paddle Serving's JSON in ``response``: ``POST /v2/models/ie/infer``. Triton's dynamic batcher
