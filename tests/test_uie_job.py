@@ -17,7 +17,13 @@ from hypothesis import strategies as st
 from pipeline.tokenizer import Encoded, IETokenizer, build_vocab
 from pipeline.uie.job import UIEJob, child_prompt
 from pipeline.uie.schema import SchemaError, parse_schema
-from pipeline.uie.windows import default_overlap, merge_window_spans, split_windows, window_bounds
+from pipeline.uie.windows import (
+    anchored_windows,
+    default_overlap,
+    merge_window_spans,
+    split_windows,
+    window_bounds,
+)
 
 FILLER = "春夏秋冬东南西北上下左右"
 CHARS = (
@@ -342,13 +348,16 @@ def test_entity_in_the_overlap_is_merged(tok):
 
 
 def test_long_text_relations_and_several_windows(tok):
-    text = long_text("张三", 5, 60) + "出生于北京" + long_text("", 0, 40)
+    text = long_text("", 0, 50) + "张三出生于北京" + long_text("", 0, 40)
     gold = {"人物": ["张三"], "张三的出生地": ["北京"]}
     oracle = Oracle(tok, gold)
     job = UIEJob([text, "李四"], parse_schema({"人物": ["出生地"]}), tok, max_seq_len=24)
     res = run(job, oracle)
     birthplace = text.index("北京")
-    assert res == [{"人物": [{**item("张三", 5), "relations": {"出生地": [item("北京", birthplace)]}}]}, {}]
+    assert res == [{"人物": [{**item("张三", 50), "relations": {"出生地": [item("北京", birthplace)]}}]}, {}]
+    # stage 1 read every window of the text (and 李四); stage 2 only the windows holding 张三
+    n_windows = len(split_windows(text, 24 - 3 - 2, 24 - 3 - 2 - default_overlap(24 - 3 - 2)))
+    assert n_windows + 1 < oracle.rows_seen < 2 * n_windows + 1
 
 
 @pytest.mark.parametrize(
@@ -396,3 +405,37 @@ def test_window_bounds_cover_with_overlap(n, size, data):
     assert all(b - a == min(size, n) for a, b in bounds)
     for (a1, b1), (a2, _) in itertools.pairwise(bounds):
         assert a1 < a2 and b1 - a2 >= size - stride  # consecutive windows overlap enough
+
+
+def test_a_relation_prompt_is_asked_only_where_its_subject_is(tok):
+    # 北京 sits twice in a long text, once by 张三 and once 60 chars away (another person's fact);
+    # a model that marks every 北京 for "张三的出生地" is answered only from 张三's windows
+    text = "张三出生于北京" + long_text("", 0, 60) + "李四出生于北京"
+    gold = {"人物": ["张三", "李四"], "张三的出生地": ["北京"], "李四的出生地": ["北京"]}
+    schema = parse_schema({"人物": ["出生地"]})
+    (anchored,) = run(UIEJob([text], schema, tok, max_seq_len=24), Oracle(tok, gold))
+    (every,) = run(UIEJob([text], schema, tok, max_seq_len=24, anchor_children=False), Oracle(tok, gold))
+    far = len(text) - 2
+    assert anchored == {
+        "人物": [
+            {**item("张三", 0), "relations": {"出生地": [item("北京", 5)]}},
+            {**item("李四", far - 5), "relations": {"出生地": [item("北京", far)]}},
+        ]
+    }
+    assert every["人物"][0]["relations"]["出生地"] == [item("北京", 5), item("北京", far)]
+
+
+@given(n=st.integers(1, 300), size=st.integers(1, 60), data=st.data())
+def test_anchored_windows_hold_every_anchor(n, size, data):
+    stride = data.draw(st.integers(1, size))
+    bounds = window_bounds(n, size, stride)
+    anchors = data.draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(1, size)), max_size=4))
+    anchors = [(a, min(n, a + length)) for a, length in anchors]
+    kept = anchored_windows(bounds, anchors, size, n)
+    assert kept == sorted(set(kept)) and all(0 <= a < b <= n and b - a == min(size, n) for a, b in kept)
+    for a, b in anchors:
+        assert any(lo <= a and b <= hi for lo, hi in kept)
+    if not anchors:
+        assert kept == bounds
+    for lo, hi in set(kept) & set(bounds) if anchors else ():  # grid windows kept hold an anchor
+        assert any(lo <= a and b <= hi for a, b in anchors)

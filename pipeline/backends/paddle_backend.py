@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import threading
+import queue
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +30,21 @@ def find_model_files(serving_dir: Path) -> tuple[Path, Path]:
 
 
 class PaddleBackend(Backend):
-    """Paddle Inference on the CPU (oneDNN opt-in); one predictor clone per thread."""
+    """Paddle Inference on the CPU (oneDNN opt-in).
+
+    A predictor runs one call at a time: concurrent calls take idle predictors from a pool, cloned
+    (weights shared) when none is idle, so a server with a thread per request clones only as often
+    as its concurrency grows.
+    """
 
     name = "paddle"
 
     def __init__(self, threads: int = 2, use_onednn: bool = False):
         super().__init__(threads)
         self.use_onednn = use_onednn
-        self._local = threading.local()
+        self._root = None
+        self._idle: queue.SimpleQueue = queue.SimpleQueue()
+        self.predictors = 0  # predictors made so far (the loaded one and its clones)
 
     def load(self, model_dir: Path, card: ModelCard) -> None:
         import paddle.inference as pi
@@ -68,7 +75,8 @@ class PaddleBackend(Backend):
             raise ModelLoadError(f"Paddle Inference cannot load {program}: {e}") from e
         self._feeds = {n: names.feeds[n] for n in card.inputs}
         self._fetches = {n: names.fetches[n] for n in card.outputs}
-        self._local.predictor = self._root
+        self._idle.put(self._root)
+        self.predictors = 1
         self.card = card
         logger.info(
             "paddle %s loaded %s (%d threads, oneDNN %s)",
@@ -87,14 +95,17 @@ class PaddleBackend(Backend):
             return False
         return True
 
-    def _predictor(self):
-        pred = getattr(self._local, "predictor", None)
-        if pred is None:
-            pred = self._local.predictor = self._root.clone()
-        return pred
+    def _acquire(self):
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            if self._root is None:
+                raise InferenceError("the paddle backend is closed") from None
+            self.predictors += 1
+            return self._root.clone()
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        pred = self._predictor()
+        pred = self._acquire()
         try:
             for logical, var in self._feeds.items():
                 pred.get_input_handle(var).copy_from_cpu(np.ascontiguousarray(feed[logical]))
@@ -104,7 +115,9 @@ class PaddleBackend(Backend):
             }
         except Exception as e:
             raise InferenceError(f"paddle inference failed: {e}") from e
+        finally:
+            self._idle.put(pred)
 
     def close(self) -> None:
         self._root = None
-        self._local = threading.local()
+        self._idle = queue.SimpleQueue()

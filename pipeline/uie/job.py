@@ -5,8 +5,10 @@ every span found in the stage before (prompt ``span + "的" + child``, or ``chil
 for an English schema), as Taskflow's ``_multi_stage_predict`` does, but with all nodes of one
 depth in one stage and each distinct (text, prompt) asked once. Each text is tokenized once;
 long texts are read in overlapping windows cut in token space (``window_overlap`` counts tokens,
-one per Chinese character), so a window never splits a token. Between stages only decoded spans
-are kept. Usage::
+one per Chinese character), so a window never splits a token. A child prompt of a long text is
+asked only of the windows that hold its parent span (``anchor_children``; Taskflow asks every
+chunk, and a chunk without the subject can only answer with another subject's object). Between
+stages only decoded spans are kept. Usage::
 
     job = UIEJob(texts, parse_schema(schema), tokenizer)
     while rows := job.next_rows():
@@ -30,6 +32,7 @@ from pipeline.uie.spans import Span, decode_row
 from pipeline.uie.windows import (
     Pieces,
     TextPieces,
+    anchored_windows,
     default_overlap,
     merge_window_spans,
     pair_row,
@@ -111,6 +114,7 @@ class UIEJob:
         position_prob: float = 0.5,
         window_overlap: int | None = None,
         schema_lang: str = "ch",
+        anchor_children: bool = True,
     ):
         if not (isinstance(schema, list) and schema and all(isinstance(n, SchemaNode) for n in schema)):
             schema = parse_schema(schema)  # a raw schema; raises SchemaError when empty or invalid
@@ -132,6 +136,7 @@ class UIEJob:
         self.position_prob = position_prob
         self.window_overlap = window_overlap
         self.schema_lang = schema_lang
+        self.anchor_children = anchor_children
         self.stages_run = 0
         self.rows_run = 0
         self._roots: list[dict[str, list[_Item]]] = [{} for _ in self.texts]
@@ -160,8 +165,27 @@ class UIEJob:
         for prompt, row in zip(todo, self.tokenizer.encode_batch(todo, max_len=_NO_LIMIT), strict=True):
             self._prompts[prompt] = Pieces.of(row)
 
+    def _anchors(self) -> dict[tuple[int, str], list[tuple[int, int]] | None]:
+        """Per (text, prompt): the token spans of the parent mentions it asks about, or None
+        (ask every window) for a root prompt or a parent without offsets."""
+        out: dict[tuple[int, str], list[tuple[int, int]] | None] = {}
+        for q in self._queries:
+            key = (q.text_idx, q.prompt)
+            parent = q.parent
+            span = None
+            if parent is not None and parent.start is not None and parent.end is not None:
+                span = self._texts[q.text_idx].token_span(parent.start, parent.end)
+            if span is None:
+                out[key] = None
+            elif key not in out:
+                out[key] = [span]
+            elif out[key] is not None:
+                out[key].append(span)
+        return out
+
     def _prepare(self) -> None:
         keys = list(dict.fromkeys((q.text_idx, q.prompt) for q in self._queries))
+        anchors = self._anchors() if self.anchor_children else {}
         self._prompt_pieces([prompt for _, prompt in keys])
         rows: list[Encoded] = []
         meta: list[_RowMeta] = []
@@ -176,10 +200,13 @@ class UIEJob:
             overlap = default_overlap(budget) if self.window_overlap is None else self.window_overlap
             stride = max(1, budget - overlap)
             bounds = window_bounds(len(tp.ids), budget, stride)
-            for w, (a, b) in enumerate(bounds):
-                # char extent of the window; the first and last windows reach the text's own ends
-                lo = 0 if w == 0 else tp.offsets[a][0]
-                hi = len(self.texts[text_idx]) if w == len(bounds) - 1 else tp.offsets[b - 1][1]
+            if anchors.get(key):
+                bounds = anchored_windows(bounds, anchors[key], budget, len(tp.ids))
+            n_tokens = len(tp.ids)
+            for a, b in bounds:
+                # char extent of the window; windows at the first / last token reach the text's ends
+                lo = 0 if a == 0 else tp.offsets[a][0]
+                hi = len(self.texts[text_idx]) if b == n_tokens else tp.offsets[b - 1][1]
                 rows.append(pair_row(self.tokenizer, pp, tp, a, b, lo))
                 meta.append(_RowMeta(key, lo, hi - lo))
         self._rows, self._meta = rows, meta

@@ -56,6 +56,25 @@ def window_bounds(n: int, size: int, stride: int) -> list[tuple[int, int]]:
     return [(a, a + size) for a in starts]
 
 
+def anchored_windows(
+    bounds: Sequence[tuple[int, int]], anchors: Sequence[tuple[int, int]], size: int, n: int
+) -> list[tuple[int, int]]:
+    """The windows of ``bounds`` that wholly hold at least one anchor, in order.
+
+    ``anchors`` are ``[start, end)`` item spans (a relation's subject mentions). An anchor that no
+    window holds (one longer than the overlap, cut by every edge) gets its own window of ``size``
+    items centred on it, kept inside ``[0, n)``. No anchors: every window.
+    """
+    if not anchors:
+        return list(bounds)
+    keep = {w for w in bounds if any(w[0] <= a and b <= w[1] for a, b in anchors)}
+    for a, b in anchors:
+        if not any(w[0] <= a and b <= w[1] for w in keep):
+            lo = min(max(0, a - max(0, size - (b - a)) // 2), max(0, n - size))
+            keep.add((lo, min(n, lo + size)))
+    return sorted(keep)
+
+
 @dataclass
 class _Merged:
     start: int
@@ -117,6 +136,14 @@ class TextPieces:
         self.offsets = row.offsets[1:-1]
         self._array = np.asarray(self.offsets, dtype=np.int64).reshape(-1, 2)
         self._cache: dict[tuple[int, int, int], tuple[tuple[int, int], ...]] = {}
+
+    def token_span(self, start: int, end: int) -> tuple[int, int] | None:
+        """Token indexes ``[first, last + 1)`` covering chars ``[start, end)``; None if no token does."""
+        arr = self._array
+        hit = np.nonzero((arr[:, 1] > start) & (arr[:, 0] < end))[0]
+        if not len(hit):
+            return None
+        return int(hit[0]), int(hit[-1]) + 1
 
     def window(self, a: int, b: int, char_offset: int) -> tuple[tuple[int, int], ...]:
         """Offsets of tokens ``a..b-1`` relative to ``char_offset``."""

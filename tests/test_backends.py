@@ -1,0 +1,88 @@
+"""Engine backends on the built demo models: equal answers; Paddle predictors reused across threads."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from client.local_server import SERVING_MODEL
+from pipeline.backends import create_backend
+from pipeline.model_card import load_model_card
+
+pytestmark = pytest.mark.skipif(not (SERVING_MODEL / "parity.json").exists(), reason="demo models not built")
+
+
+def _feed(card, batch: int = 2, length: int = 12) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    feed = {}
+    for name in card.inputs:
+        if name == "input_ids":
+            feed[name] = rng.integers(5, 200, (batch, length)).astype("int64")
+        elif name == "attention_mask":
+            feed[name] = np.ones((batch, length), dtype="int64")
+        elif name == "position_ids":
+            feed[name] = np.tile(np.arange(length, dtype="int64"), (batch, 1))
+        else:
+            feed[name] = np.zeros((batch, length), dtype="int64")
+    return feed
+
+
+@pytest.fixture(scope="module", params=["uie", "spo"])
+def model(request):
+    model_dir = SERVING_MODEL / request.param
+    return model_dir, load_model_card(model_dir)
+
+
+def test_paddle_and_onnx_backends_agree(model):
+    model_dir, card = model
+    feed = _feed(card)
+    paddle = create_backend("paddle", model_dir, card, threads=1)
+    onnx = create_backend("onnx", model_dir, card, threads=1)
+    try:
+        got_p, got_o = paddle.infer(feed), onnx.infer(feed)
+        assert set(got_p) == set(got_o) == set(card.outputs)
+        for name in card.outputs:
+            np.testing.assert_allclose(got_p[name], got_o[name], atol=1e-4)
+    finally:
+        paddle.close()
+        onnx.close()
+
+
+def _in_threads(backend, feed, n: int, together: bool) -> list[dict]:
+    """``n`` calls, each from its own new thread: all at once, or one thread after another."""
+    out: list[dict] = [{}] * n
+    barrier = threading.Barrier(n) if together else None
+
+    def call(i: int) -> None:
+        if barrier is not None:
+            barrier.wait()
+        out[i] = backend.infer(feed)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+        if not together:
+            t.join()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_paddle_predictors_are_reused_by_new_threads(model):
+    # a Flask-style server runs each request on a new thread: it must not clone a predictor per call
+    model_dir, card = model
+    feed = _feed(card)
+    backend = create_backend("paddle", model_dir, card, threads=1)
+    try:
+        want = backend.infer(feed)
+        one_by_one = _in_threads(backend, feed, 6, together=False)
+        assert backend.predictors == 1
+        together = _in_threads(backend, feed, 4, together=True)
+        assert 1 <= backend.predictors <= 4
+        for got in one_by_one + together:
+            for name in card.outputs:
+                np.testing.assert_array_equal(got[name], want[name])
+    finally:
+        backend.close()
