@@ -327,6 +327,22 @@ def _plot_model(ax, rows: list[dict], kind: str) -> None:
     ax.grid(alpha=0.3)
 
 
+def merge_runs(old: dict, new: dict) -> dict:
+    """``old`` with its rows of every (size, backend, mode) that ``new`` measured replaced by ``new``'s.
+
+    The merged document keeps ``old``'s machine info and lists each merge under ``machine["merged"]``
+    (the new run's plan, load averages and wall time), so a re-measured mode is not mistaken for
+    part of the first run.
+    """
+    replaced = {(r["size"], r["backend"], r["mode"]) for r in new["runs"]}
+    kept = [r for r in old["runs"] if (r["size"], r["backend"], r["mode"]) not in replaced]
+    machine = dict(old["machine"])
+    note = {k: new["machine"].get(k) for k in ("plan", "load_average_start", "load_average_end", "wall_s")}
+    note["replaced"] = sorted("/".join(key) for key in replaced)
+    machine["merged"] = [*machine.get("merged", []), note]
+    return {"machine": machine, "runs": kept + new["runs"]}
+
+
 def write_outputs(doc: dict, out: Path) -> None:
     """results.json, results.md, the PNGs and (when profiles exist) profile summaries."""
     out.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from client import bench_models
-from client.bench_report import machine_info, write_outputs
+from client.bench_report import machine_info, merge_runs, write_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class Plan:
     # (op.model.batch_size, op.model.concurrency) of each service run; batch_size > 1 = auto-batching
     served_variants: tuple[tuple[int, int], ...] = ((1, 1), (16, 1), (16, 2))
     raw_streams: tuple[int, ...] = (1, 2)  # engine callers at once (batch 1, serve_seq_len)
+    raw: bool = True  # the engine-only cells
+    service: bool = True  # the service over HTTP and RPC
     naive: bool = True
     triton: bool = False  # the PyTriton baseline (needs x86-64; --setup-triton once)
     triton_max_batch_size: int = 16
@@ -60,6 +62,8 @@ class Plan:
     warmup: int = 2
     profile: bool = False
 
+
+MODES = ("raw", "service", "naive", "triton")  # what --only can pick
 
 QUICK = Plan(
     sizes=("demo",),
@@ -181,7 +185,7 @@ def run_served(plan: Plan, size: str, root: Path, work: Path) -> list[dict]:
         settings = bench_settings(root, kind, plan.threads)
         models = load_served_models(settings)
         texts = {m: request_text(models[m].tokenizer, m, plan.serve_seq_len) for m in plan.models}
-        for batch_size, op_concurrency in plan.served_variants:
+        for batch_size, op_concurrency in plan.served_variants if plan.service else ():
             cell_dir = work / f"{size}-{kind}-bs{batch_size}-mc{op_concurrency}"
             op = dict(batch_size=batch_size, concurrency=op_concurrency)
             shutil.rmtree(cell_dir, ignore_errors=True)  # no profile or log of an earlier run
@@ -278,7 +282,8 @@ def run(plan: Plan, out: Path) -> dict:
     t0 = time.perf_counter()
     for size in plan.sizes:
         root = bench_models.build_size(size)
-        runs += run_raw(plan, size, root)
+        if plan.raw:
+            runs += run_raw(plan, size, root)
         runs += run_served(plan, size, root, work)
         if plan.profile:
             for path in sorted(work.glob(f"{size}-*/profile_*.txt")):
@@ -328,6 +333,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, help="seconds per served cell")
     parser.add_argument("--threads", type=int, help="engine intra-op threads (default 2)")
     parser.add_argument("--profile", action="store_true", help="py-spy the service at concurrency 8")
+    parser.add_argument("--only", help=f"comma list of {','.join(MODES)}: measure only these")
+    parser.add_argument(
+        "--merge-into",
+        type=Path,
+        help="an earlier run's folder: its rows of the (size, backend, mode) measured now are replaced",
+    )
     args = parser.parse_args(argv)
     configure_logging()
     if args.setup or not (PYLIB / "flask").is_dir():
@@ -347,7 +358,12 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, served_variants=variants)
     if args.no_naive:
         plan = replace(plan, naive=False)
-    if args.triton or args.setup_triton:
+    if args.only:
+        only = set(args.only.split(","))
+        if only - set(MODES):
+            parser.error(f"--only takes {','.join(MODES)}, got {args.only}")
+        plan = replace(plan, **{m: m in only for m in MODES})
+    if args.triton or args.setup_triton or plan.triton:
         setup_triton()  # a no-op when its venv is already made from requirements-triton.txt
         plan = replace(plan, triton=True)
     if args.triton_queue_delay_us is not None:
@@ -358,6 +374,11 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, threads=args.threads)
     plan = replace(plan, profile=args.profile)
     doc = run(plan, args.out)
+    if args.merge_into:
+        old = json.loads((args.merge_into / "results.json").read_text(encoding="utf-8"))
+        doc = merge_runs(old, doc)
+        write_outputs(doc, args.merge_into)
+        args.out = args.merge_into
     print(json.dumps(doc, indent=1, ensure_ascii=False))
     print((args.out / "results.md").read_text(encoding="utf-8"))
     return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from client.bench_models import ROOT, is_built, pad_vocab
-from client.bench_report import RUN_KEYS, evaluate_targets, markdown, top_frames
+from client.bench_report import RUN_KEYS, evaluate_targets, markdown, merge_runs, top_frames
 from client.loadgen import answered_ok, http_sender, loopback_target, percentile, run_load, summarize
 from client.request import results_close
 
@@ -131,6 +131,25 @@ def test_targets_compare_served_raw_naive_and_backends():
 def _machine():
     return {"cpu": "x", "cores": 2, "python": "3.11", "libraries": {"numpy": "1"}, "intra_op_threads": 2,
             "inter_op_threads": 1}  # fmt: skip
+
+
+def test_merge_replaces_only_the_re_measured_modes():
+    old_rows = [
+        _row(mode="naive", concurrency=8, throughput_rps=1.0),
+        _row(mode="naive", backend="paddle", concurrency=8, throughput_rps=2.0),
+        _row(mode="rpc", concurrency=8, throughput_rps=3.0),
+    ]
+    new_rows = [_row(mode="naive", concurrency=8, throughput_rps=9.0)]
+    old = {"machine": _machine(), "runs": old_rows}
+    new = {"machine": {**_machine(), "wall_s": 5.0, "plan": {"naive": True}}, "runs": new_rows}
+    merged = merge_runs(old, new)
+    got = sorted((r["backend"], r["mode"], r["throughput_rps"]) for r in merged["runs"])
+    assert got == [("onnx", "naive", 9.0), ("onnx", "rpc", 3.0), ("paddle", "naive", 2.0)]
+    assert merged["machine"]["merged"] == [
+        {"plan": {"naive": True}, "load_average_start": None, "load_average_end": None, "wall_s": 5.0,
+         "replaced": ["nano/onnx/naive"]}
+    ]  # fmt: skip
+    assert old["runs"] == old_rows and "merged" not in old["machine"]  # the inputs are left alone
 
 
 def test_top_frames_ranks_self_samples():
