@@ -30,7 +30,7 @@ from conversion.metrics import micro_prf
 from conversion.metrics import uie_gold_facts as gold_facts
 from conversion.metrics import uie_predicted_facts as predicted_facts
 from conversion.models.uie_paddle import UIE, UIEConfig, save_uie_checkpoint
-from conversion.models.uie_torch import TorchUIE, copy_torch_to_paddle, init_torch_uie
+from conversion.models.uie_torch import TorchUIE, copy_torch_to_paddle, init_from_bert_encoder, init_torch_uie
 from conversion.uie_examples import LabeledRow, SchemaSpec, build_examples, encode_examples
 from pipeline.tokenizer import Encoded, IETokenizer
 from pipeline.uie.job import UIEJob
@@ -41,14 +41,20 @@ logger = logging.getLogger(__name__)
 MODEL_INPUTS = ("input_ids", "token_type_ids", "position_ids", "attention_mask")
 
 
-def tiny_config(vocab_size: int, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 2) -> UIEConfig:
+def tiny_config(
+    vocab_size: int,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 2,
+    intermediate_size: int | None = None,
+) -> UIEConfig:
     """The demo architecture: by default 2 layers, hidden 64, 2 heads (uie-base: 12 / 768 / 12)."""
     return UIEConfig(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
-        intermediate_size=4 * hidden_size,
+        intermediate_size=intermediate_size or 4 * hidden_size,
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
         max_position_embeddings=512,
@@ -180,7 +186,7 @@ def train_uie(
     max_seconds: float = 540,
     target_f1: float = 0.95,
     *,
-    max_len: int = 128,
+    max_len: int = 100,
     batch_size: int = 32,
     learning_rate: float = 3e-3,
     warmup_steps: int = 100,
@@ -194,6 +200,8 @@ def train_uie(
     neg_relation_keep: float = 0.3,
     quick_eval: int = 40,
     threads: int = 1,
+    hard_negatives: bool = True,
+    init_encoder: Path | None = None,
     max_steps: int | None = None,
     train_limit: int | None = None,
     test_limit: int | None = None,
@@ -206,7 +214,7 @@ def train_uie(
     running. Stops at the first full eval with F1 >= ``target_f1``, or when ``max_seconds`` (wall
     time from the start, final eval included as estimated) or ``max_steps`` run out. Returns
     ``{"f1", "precision", "recall", "seconds", "steps"}`` (also written to ``metrics.json`` with
-    ``max_seq_len``, the row length the model was trained and evaluated with).
+    ``max_seq_len``, the length it was evaluated with and is to be served with).
     """
     t0 = time.monotonic()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -223,7 +231,10 @@ def train_uie(
         spec = SchemaSpec.from_schema(schema)
         train_records = read_jsonl(data_dir / "train.jsonl")[:train_limit]
         test_records = read_jsonl(data_dir / "test.jsonl")[:test_limit]
-        max_chars = max_len - 32  # room for [CLS]/[SEP]s and the longest relation prompt
+        # training texts as long as the service's longest window (entity prompts of 2 tokens), so
+        # every window position was trained; the rows get room for the longest relation prompt
+        max_chars = max_len - 5
+        row_len = max_chars + 32
         examples = build_examples(
             train_records,
             spec,
@@ -231,8 +242,9 @@ def train_uie(
             max_chars,
             neg_entity_keep=neg_entity_keep,
             neg_relation_keep=neg_relation_keep,
+            hard_negatives=hard_negatives,
         )
-        rows, _ = encode_examples(tokenizer, examples, max_len)
+        rows, _ = encode_examples(tokenizer, examples, row_len)
         logger.info(
             "%d training rows (%d positive) from %d records in %.1fs",
             len(rows),
@@ -241,9 +253,19 @@ def train_uie(
             time.monotonic() - t0,
         )
 
-        config = tiny_config(tokenizer.vocab_size, hidden_size, num_layers, num_heads)
+        if init_encoder is not None:  # an SPO (BERT) checkpoint: its encoder's shape, then its weights
+            spo = json.loads((Path(init_encoder) / "config.json").read_text(encoding="utf-8"))
+            hidden_size, num_layers = spo["hidden_size"], spo["num_hidden_layers"]
+            num_heads, intermediate = spo["num_attention_heads"], spo["intermediate_size"]
+        else:
+            intermediate = None
+        config = tiny_config(tokenizer.vocab_size, hidden_size, num_layers, num_heads, intermediate)
         model = TorchUIE(config)
         init_torch_uie(model, seed, position_scale)
+        if init_encoder is not None:
+            state = torch.load(Path(init_encoder) / "model.pt", map_location="cpu", weights_only=True)
+            init_from_bert_encoder(model, state)
+            logger.info("encoder initialized from %s", init_encoder)
         opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
 
         metrics = {"f1": 0.0, "precision": 0.0, "recall": 0.0}
@@ -337,6 +359,8 @@ def train_uie(
             "num_heads": num_heads,
             "neg_entity_keep": neg_entity_keep,
             "neg_relation_keep": neg_relation_keep,
+            "hard_negatives": hard_negatives,
+            "init_encoder": str(init_encoder) if init_encoder else None,
         },
         "first_loss": float(np.mean(losses[:5])) if losses else None,
         "last_loss": float(np.mean(losses[-5:])) if losses else None,

@@ -2,7 +2,9 @@
 
 Prompts mirror what Taskflow asks at inference: each root schema name (an entity type), and for
 every span of a type that has children, ``span text + "的" + child`` (a relation). Types and
-relations absent from the text become negative prompts with no target span.
+relations absent from the text become negative prompts with no target span. A negative relation
+prompt whose predicate the text does hold for another subject (``B的国籍`` where only A has one)
+is always kept: without it a model learns to answer by predicate alone, ignoring the subject.
 """
 
 from __future__ import annotations
@@ -119,12 +121,15 @@ def record_examples(
     rng: random.Random,
     neg_entity_keep: float = 1.0,
     neg_relation_keep: float = 1.0,
+    hard_negatives: bool = True,
 ) -> list[Example]:
     """All prompts of one record: positives always, negatives kept with the given probabilities.
 
     Entity prompts: one per schema entity type (target: every span of that type). Relation
     prompts: for each entity text whose type has children in the schema, one per child predicate
     (target: the objects of its mentions with that predicate; empty for a predicate it lacks).
+    Negative relation prompts with a predicate the text holds for another subject are always kept
+    when ``hard_negatives``.
     """
     text = record["text"]
     by_type: dict[str, set[CharSpan]] = {}
@@ -136,6 +141,7 @@ def record_examples(
         obj = (t["object_start"], t["object_start"] + len(t["object"]))
         objects.setdefault((subj, t["predicate"]), set()).add(obj)
 
+    in_text = {pred for _, pred in objects} if hard_negatives else set()
     out: list[Example] = []
     for etype in spec.entity_types:
         spans = tuple(sorted(by_type.get(etype, ())))
@@ -149,7 +155,7 @@ def record_examples(
         for subj_text, subjs in mentions.items():
             for pred in preds:
                 spans = tuple(sorted({o for s in subjs for o in objects.get((s, pred), ())}))
-                if spans or rng.random() < neg_relation_keep:
+                if spans or pred in in_text or rng.random() < neg_relation_keep:
                     out.append(Example(text, child_prompt(subj_text, pred), spans))
     return out
 
@@ -161,12 +167,13 @@ def build_examples(
     max_chars: int,
     neg_entity_keep: float = 1.0,
     neg_relation_keep: float = 1.0,
+    hard_negatives: bool = True,
 ) -> list[Example]:
     """Examples of many records, long texts cut into pieces of at most ``max_chars`` first."""
     out: list[Example] = []
     for record in records:
         for piece in split_record(record, max_chars):
-            out.extend(record_examples(piece, spec, rng, neg_entity_keep, neg_relation_keep))
+            out.extend(record_examples(piece, spec, rng, neg_entity_keep, neg_relation_keep, hard_negatives))
     return out
 
 

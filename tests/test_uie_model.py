@@ -229,3 +229,39 @@ def test_static_export_and_paddle_inference_match(tmp_path):
         assert len(outs) == 2
         np.testing.assert_allclose(outs[0], want_start, atol=1e-5)
         np.testing.assert_allclose(outs[1], want_end, atol=1e-5)
+
+
+def _torch_hidden(model, ids, types, mask):
+    import torch
+
+    add = ((1.0 - mask.to(torch.float32)) * -1e4)[:, None, None, :]
+    x = model.ernie.embeddings(ids, types, torch.arange(ids.shape[1]).expand_as(ids))
+    for layer in model.ernie.encoder.layers:
+        x = layer(x, add)
+    return x
+
+
+def test_uie_encoder_started_from_a_bert_encoder_reads_text_as_bert_does():
+    import torch
+
+    from conversion.models.spo_torch import SPOConfig, SPOModel
+    from conversion.models.uie_torch import TorchUIE, init_from_bert_encoder, init_torch_uie
+    from conversion.train_uie import tiny_config
+
+    torch.manual_seed(0)
+    bert = SPOModel(SPOConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                              intermediate_size=48, max_position_embeddings=24, num_predicates=3,
+                              hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)).eval()  # fmt: skip
+    uie = TorchUIE(tiny_config(50, 32, 2, 4, intermediate_size=48))
+    init_torch_uie(uie, seed=0)
+    assert init_from_bert_encoder(uie, bert.state_dict()) == 5 + 2 * 16
+    ids = torch.randint(1, 50, (2, 10))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    want = bert.bert(ids, torch.zeros_like(ids), mask, torch.arange(10))
+    got = _torch_hidden(uie, ids, torch.ones_like(ids), mask)  # UIE's text segment is 1
+    torch.testing.assert_close(got[mask.bool()], want[mask.bool()], atol=1e-5, rtol=1e-5)
+
+    narrow = TorchUIE(tiny_config(50, 32, 2, 4))  # intermediate 128: not the BERT's 48
+    with pytest.raises(ValueError, match="intermediate.dense.weight"):
+        init_from_bert_encoder(narrow, bert.state_dict())

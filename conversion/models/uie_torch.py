@@ -187,3 +187,59 @@ def copy_torch_to_paddle(src: TorchUIE, dst: UIE, atol: float = 1e-5) -> float:
     if diff > atol:
         raise ValueError(f"Paddle and PyTorch outputs differ by {diff:.2e} > {atol}")
     return diff
+
+
+_BERT_LAYER_NAMES = {
+    "attention.self.query": "self_attn.q_proj",
+    "attention.self.key": "self_attn.k_proj",
+    "attention.self.value": "self_attn.v_proj",
+    "attention.output.dense": "self_attn.out_proj",
+    "attention.output.LayerNorm": "norm1",
+    "intermediate.dense": "linear1",
+    "output.dense": "linear2",
+    "output.LayerNorm": "norm2",
+}
+
+
+def init_from_bert_encoder(model: TorchUIE, state: dict[str, torch.Tensor]) -> int:
+    """Start ``model``'s encoder from a BERT encoder state dict (HF names, ``bert.`` prefix optional).
+
+    Every encoder weight must be there with the same shape (ValueError otherwise), except the
+    position table, of which the common rows are copied. BERT's segment 0 (the text of a
+    single-text model) becomes UIE's text segment 1, and BERT's segment 1 the prompt's segment 0;
+    the task-type embedding is zeroed so the sum of embeddings equals BERT's. Returns the number
+    of tensors copied.
+    """
+    bert = {k.removeprefix("bert."): v for k, v in state.items()}
+    ours = dict(model.named_parameters())
+    copied = 0
+
+    def put(src: str, dst: str) -> None:
+        nonlocal copied
+        if src not in bert:
+            raise ValueError(f"BERT state lacks {src}")
+        if bert[src].shape != ours[dst].shape:
+            raise ValueError(f"{src} is {tuple(bert[src].shape)}, {dst} is {tuple(ours[dst].shape)}")
+        with torch.no_grad():
+            ours[dst].copy_(bert[src])
+        copied += 1
+
+    put("embeddings.word_embeddings.weight", "ernie.embeddings.word_embeddings.weight")
+    put("embeddings.LayerNorm.weight", "ernie.embeddings.layer_norm.weight")
+    put("embeddings.LayerNorm.bias", "ernie.embeddings.layer_norm.bias")
+    emb = model.ernie.embeddings
+    with torch.no_grad():
+        pos = bert["embeddings.position_embeddings.weight"]
+        n = min(pos.shape[0], emb.position_embeddings.weight.shape[0])
+        emb.position_embeddings.weight[:n] = pos[:n]
+        types = bert["embeddings.token_type_embeddings.weight"]
+        emb.token_type_embeddings.weight[1] = types[0]
+        emb.token_type_embeddings.weight[0] = types[1] if types.shape[0] > 1 else types[0]
+        if getattr(emb, "task_id", None) is not None:
+            emb.task_type_embeddings.weight.zero_()
+    copied += 2
+    for i in range(len(model.ernie.encoder.layers)):
+        for src, dst in _BERT_LAYER_NAMES.items():
+            for kind in ("weight", "bias"):
+                put(f"encoder.layer.{i}.{src}.{kind}", f"ernie.encoder.layers.{i}.{dst}.{kind}")
+    return copied
