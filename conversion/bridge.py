@@ -287,20 +287,22 @@ def _ensure_demo(work: Path, seed: int, uie_ckpt: Path | None, spo_ckpt: Path | 
     needs_data = uie_ckpt is None or spo_ckpt is None
     if needs_data and (not (data / "test.jsonl").is_file() or not (data / VOCAB).is_file()):
         demo_data.write_dataset(data, seed=seed)
-    if uie_ckpt is None:
-        uie_ckpt = work / "uie_ckpt"
-        if not (uie_ckpt / "model_state.pdparams").is_file():
-            from conversion.train_uie import train_uie
-
-            logger.info("training the demo UIE model into %s", uie_ckpt)
-            train_uie(data, uie_ckpt, seed=seed)
+    demo_spo = None
     if spo_ckpt is None:
-        spo_ckpt = work / "spo_ckpt"
+        spo_ckpt = demo_spo = work / "spo_ckpt"
         if not (spo_ckpt / "model.pt").is_file():
             from conversion.train_spo import train_spo
 
             logger.info("training the demo SPO model into %s", spo_ckpt)
             train_spo(data, spo_ckpt, seed=seed)
+    if uie_ckpt is None:
+        uie_ckpt = work / "uie_ckpt"
+        if not (uie_ckpt / "model_state.pdparams").is_file():
+            from conversion.train_uie import train_uie
+
+            # the demo SPO encoder (same data, same vocab) is the demo UIE's starting point
+            logger.info("training the demo UIE model into %s", uie_ckpt)
+            train_uie(data, uie_ckpt, seed=seed, init_encoder=demo_spo)
     return uie_ckpt, spo_ckpt
 
 

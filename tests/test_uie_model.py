@@ -263,5 +263,5 @@ def test_uie_encoder_started_from_a_bert_encoder_reads_text_as_bert_does():
     torch.testing.assert_close(got[mask.bool()], want[mask.bool()], atol=1e-5, rtol=1e-5)
 
     narrow = TorchUIE(tiny_config(50, 32, 2, 4))  # intermediate 128: not the BERT's 48
-    with pytest.raises(ValueError, match="intermediate.dense.weight"):
+    with pytest.raises(ValueError, match=r"intermediate\.dense\.weight"):
         init_from_bert_encoder(narrow, bert.state_dict())

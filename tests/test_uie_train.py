@@ -89,6 +89,27 @@ def test_negative_sampling_keeps_every_positive():
     assert any(not e.positive for e in full)
 
 
+def test_hard_negative_relation_prompts_are_always_kept():
+    # 李四 is a person in a text where only 张三 has a birthplace: "李四的出生地" must answer nothing
+    text = "张三出生于台北，妻子是李四。"
+    record = {
+        "text": text,
+        "spo_list": [
+            {"subject": "张三", "subject_start": 0, "predicate": p, "object": o,
+             "object_start": text.index(o)}
+            for p, o in (("出生地", "台北"), ("妻子", "李四"))
+        ],
+        "entities": [{"text": n, "type": t, "start": text.index(n), "end": text.index(n) + len(n)}
+                     for n, t in (("张三", "人物"), ("台北", "地点"), ("李四", "人物"))],
+    }  # fmt: skip
+    spec = SchemaSpec.from_schema([{"人物": ["出生地", "国籍", "妻子"]}, "地点"])
+    kept = {e.prompt: e.spans for e in record_examples(record, spec, random.Random(0), 0.0, 0.0)}
+    assert kept == {"人物": ((0, 2), (11, 13)), "地点": ((5, 7),), "张三的出生地": ((5, 7),),
+                    "张三的妻子": ((11, 13),), "李四的出生地": (), "李四的妻子": ()}  # fmt: skip
+    plain = record_examples(record, spec, random.Random(0), 0.0, 0.0, hard_negatives=False)
+    assert {e.prompt for e in plain} == {"人物", "地点", "张三的出生地", "张三的妻子"}
+
+
 def test_split_record_rebases_offsets_and_keeps_whole_facts():
     pieces = split_record(RECORD, max_chars=15)
     assert [p["text"] for p in pieces] == ["《晴天》是周杰伦演唱的歌曲。", "周杰伦出生于台北。"]
