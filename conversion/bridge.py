@@ -302,7 +302,7 @@ def _ensure_demo(work: Path, seed: int, uie_ckpt: Path | None, spo_ckpt: Path | 
 
             # the demo SPO encoder (same data, same vocab) is the demo UIE's starting point
             logger.info("training the demo UIE model into %s", uie_ckpt)
-            train_uie(data, uie_ckpt, seed=seed, init_encoder=demo_spo)
+            train_uie(data, uie_ckpt, seed=seed, init_encoder=demo_spo, threads=2)
     return uie_ckpt, spo_ckpt
 
 

@@ -32,6 +32,7 @@ from conversion.metrics import uie_predicted_facts as predicted_facts
 from conversion.models.uie_paddle import UIE, UIEConfig, save_uie_checkpoint
 from conversion.models.uie_torch import TorchUIE, copy_torch_to_paddle, init_from_bert_encoder, init_torch_uie
 from conversion.uie_examples import LabeledRow, SchemaSpec, build_examples, encode_examples
+from conversion.window_records import window_records
 from pipeline.tokenizer import Encoded, IETokenizer
 from pipeline.uie.job import UIEJob
 from pipeline.uie.schema import parse_schema
@@ -188,19 +189,20 @@ def train_uie(
     *,
     max_len: int = 100,
     batch_size: int = 32,
-    learning_rate: float = 3e-3,
+    learning_rate: float = 1.5e-3,
     warmup_steps: int = 100,
-    pos_weight: float = 2.0,
+    pos_weight: float = 1.0,
     position_scale: float = 0.5,
     hidden_size: int = 64,
     num_layers: int = 3,
     num_heads: int = 2,
     eval_every: int = 500,
-    neg_entity_keep: float = 0.3,
-    neg_relation_keep: float = 0.3,
+    neg_entity_keep: float = 0.2,
+    neg_relation_keep: float = 0.1,
     quick_eval: int = 40,
     threads: int = 1,
     hard_negatives: bool = True,
+    window_share: float = 0.5,
     init_encoder: Path | None = None,
     max_steps: int | None = None,
     train_limit: int | None = None,
@@ -235,8 +237,13 @@ def train_uie(
         # every window position was trained; the rows get room for the longest relation prompt
         max_chars = max_len - 5
         row_len = max_chars + 32
+        # a share of the records is read as the service reads long texts: joined and cut into
+        # windows starting anywhere, several subjects to a row (conversion.window_records)
+        shuffled = rng.sample(train_records, len(train_records))
+        n_windowed = int(window_share * len(shuffled))
+        pieces = shuffled[n_windowed:] + window_records(shuffled[:n_windowed], rng, max_chars)
         examples = build_examples(
-            train_records,
+            pieces,
             spec,
             rng,
             max_chars,
@@ -360,6 +367,7 @@ def train_uie(
             "neg_entity_keep": neg_entity_keep,
             "neg_relation_keep": neg_relation_keep,
             "hard_negatives": hard_negatives,
+            "window_share": window_share,
             "init_encoder": str(init_encoder) if init_encoder else None,
         },
         "first_loss": float(np.mean(losses[:5])) if losses else None,
@@ -370,7 +378,7 @@ def train_uie(
 
 
 def main() -> None:
-    """CLI: ``python -m conversion.train_uie --data DIR --out DIR [--seed N]``."""
+    """CLI: ``python -m conversion.train_uie --data DIR --out DIR [--seed N] [--init-encoder SPO_DIR]``."""
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -379,9 +387,19 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-seconds", type=float, default=540)
     ap.add_argument("--target-f1", type=float, default=0.95)
+    ap.add_argument("--init-encoder", type=Path, help="an SPO/BERT checkpoint dir to start the encoder from")
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    result = train_uie(args.data, args.out, args.seed, args.max_seconds, args.target_f1)
+    result = train_uie(
+        args.data,
+        args.out,
+        args.seed,
+        args.max_seconds,
+        args.target_f1,
+        init_encoder=args.init_encoder,
+        threads=args.threads,
+    )
     print(json.dumps(result))
 
 
