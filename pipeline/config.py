@@ -30,6 +30,11 @@ class ModelSettings(_Strict):
     position_prob: float = Field(default=0.5, gt=0.0, lt=1.0, description="UIE span threshold")
     threshold: float = Field(default=0.0, description="SPO logit threshold")
     window_overlap: int | None = Field(default=None, ge=0, description="chars shared by windows")
+    anchor_children: bool = Field(
+        default=True,
+        description="UIE: ask a child prompt of a long text only in windows holding its parent span "
+        "(false: every window, as Taskflow does)",
+    )
 
 
 class Limits(_Strict):

@@ -45,6 +45,7 @@ def build_job(
                 max_seq_len=model.max_seq_len,
                 position_prob=req.position_prob or model.settings.position_prob,
                 window_overlap=model.settings.window_overlap,
+                anchor_children=model.settings.anchor_children,
             )
     elif texts:
         engine = SPOJob(

@@ -439,3 +439,22 @@ def test_anchored_windows_hold_every_anchor(n, size, data):
         assert kept == bounds
     for lo, hi in set(kept) & set(bounds) if anchors else ():  # grid windows kept hold an anchor
         assert any(lo <= a and b <= hi for a, b in anchors)
+
+
+@pytest.mark.parametrize("anchor", [True, False])
+def test_the_service_config_picks_anchored_or_every_window(tok, anchor, tmp_path):
+    from pipeline.config import Limits, ModelSettings
+    from pipeline.job_factory import build_job
+    from pipeline.model_card import ModelCard
+    from pipeline.models import ServedModel
+
+    settings = ModelSettings(dir=tmp_path, max_seq_len=24, anchor_children=anchor)
+    card = ModelCard.model_construct(task="uie", max_seq_len=24)
+    model = ServedModel("uie", settings, card, tok)
+    text = "张三出生于北京" + long_text("", 0, 60) + "李四出生于北京"
+    kv = {"task": "uie", "text": text, "schema": '{"人物": ["出生地"]}'}
+    gold = {"人物": ["张三", "李四"], "张三的出生地": ["北京"], "李四的出生地": ["北京"]}
+    job = build_job(kv, {"uie": model}, Limits())
+    (res,) = run(job.engine, Oracle(tok, gold))
+    found = [o["start"] for o in res["人物"][0]["relations"]["出生地"]]
+    assert found == ([5] if anchor else [5, len(text) - 2])
