@@ -29,6 +29,7 @@ from conversion.demo_data import uie_schema
 from conversion.metrics import micro_prf
 from conversion.metrics import uie_gold_facts as gold_facts
 from conversion.metrics import uie_predicted_facts as predicted_facts
+from conversion.models.spo_torch import load_spo_checkpoint
 from conversion.models.uie_paddle import UIE, UIEConfig, save_uie_checkpoint
 from conversion.models.uie_torch import TorchUIE, copy_torch_to_paddle, init_from_bert_encoder, init_torch_uie
 from conversion.uie_examples import LabeledRow, SchemaSpec, build_examples, encode_examples
@@ -260,18 +261,18 @@ def train_uie(
             time.monotonic() - t0,
         )
 
+        intermediate, spo = None, None
         if init_encoder is not None:  # an SPO (BERT) checkpoint: its encoder's shape, then its weights
-            spo = json.loads((Path(init_encoder) / "config.json").read_text(encoding="utf-8"))
-            hidden_size, num_layers = spo["hidden_size"], spo["num_hidden_layers"]
-            num_heads, intermediate = spo["num_attention_heads"], spo["intermediate_size"]
-        else:
-            intermediate = None
+            with torch.random.fork_rng():  # building the SPO model must not move the seeded RNG
+                spo = load_spo_checkpoint(init_encoder)
+            c = spo.config
+            hidden_size, num_layers, num_heads = c.hidden_size, c.num_hidden_layers, c.num_attention_heads
+            intermediate = c.intermediate_size
         config = tiny_config(tokenizer.vocab_size, hidden_size, num_layers, num_heads, intermediate)
         model = TorchUIE(config)
         init_torch_uie(model, seed, position_scale)
-        if init_encoder is not None:
-            state = torch.load(Path(init_encoder) / "model.pt", map_location="cpu", weights_only=True)
-            init_from_bert_encoder(model, state)
+        if spo is not None:
+            init_from_bert_encoder(model, spo.state_dict())
             logger.info("encoder initialized from %s", init_encoder)
         opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
 
