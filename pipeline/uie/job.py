@@ -165,27 +165,24 @@ class UIEJob:
         for prompt, row in zip(todo, self.tokenizer.encode_batch(todo, max_len=_NO_LIMIT), strict=True):
             self._prompts[prompt] = Pieces.of(row)
 
-    def _anchors(self) -> dict[tuple[int, str], list[tuple[int, int]] | None]:
-        """Per (text, prompt): the token spans of the parent mentions it asks about, or None
-        (ask every window) for a root prompt or a parent without offsets."""
+    def _parent_spans(self) -> dict[tuple[int, str], list[tuple[int, int]] | None]:
+        """Per (text, prompt): the char spans of the parent mentions it asks about, or None (ask
+        every window) for a root prompt or a parent without offsets."""
         out: dict[tuple[int, str], list[tuple[int, int]] | None] = {}
         for q in self._queries:
             key = (q.text_idx, q.prompt)
             parent = q.parent
-            span = None
-            if parent is not None and parent.start is not None and parent.end is not None:
-                span = self._texts[q.text_idx].token_span(parent.start, parent.end)
-            if span is None:
+            if parent is None or parent.start is None or parent.end is None:
                 out[key] = None
             elif key not in out:
-                out[key] = [span]
+                out[key] = [(parent.start, parent.end)]
             elif out[key] is not None:
-                out[key].append(span)
+                out[key].append((parent.start, parent.end))
         return out
 
     def _prepare(self) -> None:
         keys = list(dict.fromkeys((q.text_idx, q.prompt) for q in self._queries))
-        anchors = self._anchors() if self.anchor_children else {}
+        parents = self._parent_spans() if self.anchor_children else {}
         self._prompt_pieces([prompt for _, prompt in keys])
         rows: list[Encoded] = []
         meta: list[_RowMeta] = []
@@ -200,8 +197,10 @@ class UIEJob:
             overlap = default_overlap(budget) if self.window_overlap is None else self.window_overlap
             stride = max(1, budget - overlap)
             bounds = window_bounds(len(tp.ids), budget, stride)
-            if anchors.get(key):
-                bounds = anchored_windows(bounds, anchors[key], budget, len(tp.ids))
+            if len(bounds) > 1 and parents.get(key):
+                anchors = [tp.token_span(start, end) for start, end in parents[key]]
+                if all(anchors):  # a parent no token covers: ask every window
+                    bounds = anchored_windows(bounds, anchors, budget, len(tp.ids))
             n_tokens = len(tp.ids)
             for a, b in bounds:
                 # char extent of the window; windows at the first / last token reach the text's ends
