@@ -35,6 +35,11 @@ class ModelSettings(_Strict):
         description="UIE: ask a child prompt of a long text only in windows holding its parent span "
         "(false: every window, as Taskflow does)",
     )
+    split_sentence: bool = Field(
+        default=False,
+        description="UIE: read a text sentence by sentence, so no fact spans two sentences "
+        "(Taskflow's split_sentence)",
+    )
 
 
 class Limits(_Strict):

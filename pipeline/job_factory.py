@@ -46,6 +46,7 @@ def build_job(
                 position_prob=req.position_prob or model.settings.position_prob,
                 window_overlap=model.settings.window_overlap,
                 anchor_children=model.settings.anchor_children,
+                split_sentence=model.settings.split_sentence,
             )
     elif texts:
         engine = SPOJob(

@@ -28,6 +28,7 @@ import numpy as np
 
 from pipeline.tokenizer import Encoded, IETokenizer
 from pipeline.uie.schema import SchemaNode, dbc2sbc, parse_schema
+from pipeline.uie.sentences import sentence_bounds
 from pipeline.uie.spans import Span, decode_row
 from pipeline.uie.windows import (
     Pieces,
@@ -115,6 +116,7 @@ class UIEJob:
         window_overlap: int | None = None,
         schema_lang: str = "ch",
         anchor_children: bool = True,
+        split_sentence: bool = False,
     ):
         if not (isinstance(schema, list) and schema and all(isinstance(n, SchemaNode) for n in schema)):
             schema = parse_schema(schema)  # a raw schema; raises SchemaError when empty or invalid
@@ -137,6 +139,7 @@ class UIEJob:
         self.window_overlap = window_overlap
         self.schema_lang = schema_lang
         self.anchor_children = anchor_children
+        self.split_sentence = split_sentence
         self.stages_run = 0
         self.rows_run = 0
         self._roots: list[dict[str, list[_Item]]] = [{} for _ in self.texts]
@@ -150,6 +153,7 @@ class UIEJob:
         self._meta: list[_RowMeta] = []
         self._prompts: dict[str, Pieces] = {}
         self._texts: dict[int, TextPieces] = {}
+        self._sentence_tokens: dict[int, list[tuple[int, int]]] = {}
         live = sorted({q.text_idx for q in self._queries})
         encoded = tokenizer.encode_batch([self.texts[i] for i in live], max_len=_NO_LIMIT)
         self._texts = {i: TextPieces(row) for i, row in zip(live, encoded, strict=True)}
@@ -180,6 +184,25 @@ class UIEJob:
                 out[key].append((parent.start, parent.end))
         return out
 
+    def _sentences(self, text_idx: int) -> list[tuple[int, int]]:
+        """Token ranges ``[first, last + 1)`` of the text's sentences (one range: the whole text)."""
+        tp = self._texts[text_idx]
+        if not self.split_sentence:
+            return [(0, len(tp.ids))]
+        cached = self._sentence_tokens.get(text_idx)
+        if cached is None:
+            spans = (tp.token_span(a, b) for a, b in sentence_bounds(self.texts[text_idx]))
+            cached = self._sentence_tokens[text_idx] = [s for s in spans if s is not None]
+        return cached
+
+    def _windows(self, text_idx: int, budget: int, stride: int) -> list[tuple[int, int]]:
+        """Token windows of at most ``budget`` tokens, ``stride`` apart, within each sentence."""
+        return [
+            (first + a, first + b)
+            for first, last in self._sentences(text_idx)
+            for a, b in window_bounds(last - first, budget, stride)
+        ]
+
     def _prepare(self) -> None:
         keys = list(dict.fromkeys((q.text_idx, q.prompt) for q in self._queries))
         parents = self._parent_spans() if self.anchor_children else {}
@@ -195,8 +218,7 @@ class UIEJob:
                 continue
             tp = self._texts[text_idx]
             overlap = default_overlap(budget) if self.window_overlap is None else self.window_overlap
-            stride = max(1, budget - overlap)
-            bounds = window_bounds(len(tp.ids), budget, stride)
+            bounds = self._windows(text_idx, budget, max(1, budget - overlap))
             if len(bounds) > 1 and parents.get(key):
                 anchors = [tp.token_span(start, end) for start, end in parents[key]]
                 if all(anchors):  # a parent no token covers: ask every window
