@@ -6,8 +6,9 @@ model by parameter name and its outputs checked equal (atol 1e-5) before it is e
 Loss: BCE on start/end logits with positives weighted ``pos_weight``; AdamW with warmup and a
 linear decay that reaches its floor at the time budget.
 
-Evaluation runs the real multi-stage extraction (:class:`pipeline.uie.job.UIEJob`) on the held-out
-test split and scores exact-match micro F1 over entities ``(type, start, end)`` and relations
+Evaluation runs the real multi-stage extraction (:class:`pipeline.uie.job.UIEJob`, by default
+reading texts sentence by sentence, as the demo service is configured) on the held-out test
+split and scores exact-match micro F1 over entities ``(type, start, end)`` and relations
 ``(subject span, predicate, object span)``.
 """
 
@@ -32,7 +33,7 @@ from conversion.metrics import uie_predicted_facts as predicted_facts
 from conversion.models.spo_torch import load_spo_checkpoint
 from conversion.models.uie_paddle import UIE, UIEConfig, save_uie_checkpoint
 from conversion.models.uie_torch import TorchUIE, copy_torch_to_paddle, init_from_bert_encoder, init_torch_uie
-from conversion.uie_examples import LabeledRow, SchemaSpec, build_examples, encode_examples
+from conversion.uie_examples import LabeledRow, SchemaSpec, build_examples, encode_examples, split_sentences
 from conversion.window_records import window_records
 from pipeline.tokenizer import Encoded, IETokenizer
 from pipeline.uie.job import UIEJob
@@ -126,9 +127,17 @@ def extract(
     schema,
     max_seq_len: int,
     batch_size: int = 64,
+    split_sentence: bool = False,
 ) -> list[dict]:
     """Taskflow-format results for ``texts`` by running the multi-stage :class:`UIEJob`."""
-    job = UIEJob(texts, parse_schema(schema), tokenizer, max_seq_len=max_seq_len, position_prob=0.5)
+    job = UIEJob(
+        texts,
+        parse_schema(schema),
+        tokenizer,
+        max_seq_len=max_seq_len,
+        position_prob=0.5,
+        split_sentence=split_sentence,
+    )
     while rows := job.next_rows():
         starts, ends = predict_rows(model, rows, batch_size)
         job.consume(starts, ends)
@@ -136,10 +145,16 @@ def extract(
 
 
 def evaluate(
-    model: UIE | TorchUIE, tokenizer: IETokenizer, records: list[dict], schema, max_seq_len: int
+    model: UIE | TorchUIE,
+    tokenizer: IETokenizer,
+    records: list[dict],
+    schema,
+    max_seq_len: int,
+    split_sentence: bool = False,
 ) -> dict[str, float]:
     """Micro P/R/F1 of the multi-stage extraction on ``records``."""
-    results = extract(model, tokenizer, [r["text"] for r in records], schema, max_seq_len)
+    texts = [r["text"] for r in records]
+    results = extract(model, tokenizer, texts, schema, max_seq_len, split_sentence=split_sentence)
     return micro_prf([gold_facts(r) for r in records], [predicted_facts(r) for r in results])
 
 
@@ -203,7 +218,8 @@ def train_uie(
     quick_eval: int = 40,
     threads: int = 1,
     hard_negatives: bool = True,
-    window_share: float = 0.5,
+    window_share: float = 0.0,
+    split_sentence: bool = True,
     init_encoder: Path | None = None,
     max_steps: int | None = None,
     train_limit: int | None = None,
@@ -218,6 +234,11 @@ def train_uie(
     time from the start, final eval included as estimated) or ``max_steps`` run out. Returns
     ``{"f1", "precision", "recall", "seconds", "steps"}`` (also written to ``metrics.json`` with
     ``max_seq_len``, the length it was evaluated with and is to be served with).
+
+    ``split_sentence`` trains on the records' sentences and evaluates reading texts sentence by
+    sentence, as the service does with ``split_sentence``; ``window_share`` of the records are
+    read instead as rows cut like the service's windows over a long text
+    (:func:`conversion.window_records.window_records`).
     """
     t0 = time.monotonic()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -242,7 +263,10 @@ def train_uie(
         # windows starting anywhere, several subjects to a row (conversion.window_records)
         shuffled = rng.sample(train_records, len(train_records))
         n_windowed = int(window_share * len(shuffled))
-        pieces = shuffled[n_windowed:] + window_records(shuffled[:n_windowed], rng, max_chars)
+        whole = shuffled[n_windowed:]
+        if split_sentence:  # read as the service reads them with split_sentence
+            whole = [piece for r in whole for piece in split_sentences(r)]
+        pieces = whole + window_records(shuffled[:n_windowed], rng, max_chars)
         examples = build_examples(
             pieces,
             spec,
@@ -307,7 +331,8 @@ def train_uie(
                     final = out_of_time or out_of_steps
                     if not final and quick_eval and quick_eval < len(test_records):
                         # a cheap look (on the torch twin) decides whether the full eval is worth it
-                        quick = evaluate(model, tokenizer, test_records[:quick_eval], schema, max_len)
+                        few = test_records[:quick_eval]
+                        quick = evaluate(model, tokenizer, few, schema, max_len, split_sentence)
                         logger.info(
                             "step %d loss %.4f quick F1 %.4f on %d texts (%.0fs elapsed)",
                             step,
@@ -324,7 +349,7 @@ def train_uie(
                             eval_seconds = max(eval_seconds, (time.monotonic() - te) * scale)
                             continue
                     paddle_model = to_paddle(model, config)
-                    metrics = evaluate(paddle_model, tokenizer, test_records, schema, max_len)
+                    metrics = evaluate(paddle_model, tokenizer, test_records, schema, max_len, split_sentence)
                     eval_seconds = time.monotonic() - te
                     logger.info(
                         "step %d loss %.4f P %.4f R %.4f F1 %.4f (eval %.1fs, %.0fs elapsed)",
@@ -369,6 +394,7 @@ def train_uie(
             "neg_relation_keep": neg_relation_keep,
             "hard_negatives": hard_negatives,
             "window_share": window_share,
+            "split_sentence": split_sentence,
             "init_encoder": str(init_encoder) if init_encoder else None,
         },
         "first_loss": float(np.mean(losses[:5])) if losses else None,

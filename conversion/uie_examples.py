@@ -17,6 +17,7 @@ from itertools import pairwise
 
 from pipeline.tokenizer import Encoded, IETokenizer
 from pipeline.uie.schema import parse_schema
+from pipeline.uie.sentences import sentence_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -90,15 +91,9 @@ def _cut_points(record: dict, max_chars: int) -> list[int]:
     return cuts
 
 
-def split_record(record: dict, max_chars: int) -> list[dict]:
-    """Cut a long record into records of at most ``max_chars`` characters, offsets re-based.
-
-    Entities and triples that do not fit wholly inside one piece are dropped from it.
-    """
+def _split_at(record: dict, cuts: Sequence[int]) -> list[dict]:
+    """Pieces ``text[cuts[i]:cuts[i + 1]]`` with the entities and triples lying wholly inside each."""
     text = record["text"]
-    if len(text) <= max_chars:
-        return [record]
-    cuts = _cut_points(record, max_chars)
     pieces = []
     for lo, hi in pairwise(cuts):
         ents = [
@@ -113,6 +108,25 @@ def split_record(record: dict, max_chars: int) -> list[dict]:
                 spo.append({**t, "subject_start": s0 - lo, "object_start": o0 - lo})
         pieces.append({"text": text[lo:hi], "entities": ents, "spo_list": spo})
     return pieces
+
+
+def split_record(record: dict, max_chars: int) -> list[dict]:
+    """Cut a long record into records of at most ``max_chars`` characters, offsets re-based.
+
+    Entities and triples that do not fit wholly inside one piece are dropped from it.
+    """
+    if len(record["text"]) <= max_chars:
+        return [record]
+    return _split_at(record, _cut_points(record, max_chars))
+
+
+def split_sentences(record: dict) -> list[dict]:
+    """The record's sentences (:func:`pipeline.uie.sentences.sentence_bounds`) as records, offsets
+    re-based, as the service reads a text with ``split_sentence``; facts across sentences are dropped."""
+    bounds = sentence_bounds(record["text"])
+    if len(bounds) < 2:
+        return [record]
+    return _split_at(record, [0, *(end for _, end in bounds)])
 
 
 def record_examples(

@@ -24,6 +24,7 @@ from conversion.uie_examples import (
     encode_pairs,
     record_examples,
     split_record,
+    split_sentences,
     token_bounds,
 )
 from pipeline.tokenizer import IETokenizer, build_vocab
@@ -125,6 +126,13 @@ def test_split_record_rebases_offsets_and_keeps_whole_facts():
             assert p["text"][e["start"] : e["end"]] == e["text"]
 
 
+def test_split_sentences_gives_each_sentence_its_facts():
+    pieces = split_sentences(RECORD)
+    assert [p["text"] for p in pieces] == ["《晴天》是周杰伦演唱的歌曲。", "周杰伦出生于台北。"]
+    assert pieces[1] == split_record(RECORD, max_chars=15)[1]
+    assert split_sentences({**RECORD, "text": "没有句号"})[0]["text"] == "没有句号"
+
+
 def test_encoded_labels_point_at_the_target_tokens(tokenizer):
     spec = SchemaSpec.from_schema(SCHEMA)
     examples = build_examples([RECORD], spec, random.Random(0), max_chars=100)
@@ -183,7 +191,8 @@ def test_few_training_steps_lower_the_loss_and_the_checkpoint_roundtrips(tmp_pat
     model, config = load_uie_checkpoint(out)
     assert config.hidden_size == 64
     tok = IETokenizer.from_file(out / "vocab.txt")
-    again = evaluate(model, tok, read_jsonl(data / "test.jsonl"), uie_schema(), saved["max_seq_len"])
+    split = saved["settings"]["split_sentence"]
+    again = evaluate(model, tok, read_jsonl(data / "test.jsonl"), uie_schema(), saved["max_seq_len"], split)
     assert again["f1"] == pytest.approx(metrics["f1"])
     assert again["precision"] == pytest.approx(metrics["precision"])
 
