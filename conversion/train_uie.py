@@ -69,6 +69,14 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def predicate_types(path: Path) -> dict[str, tuple[str, str]]:
+    """``{predicate: (subject type, object type)}`` from a dataset's ``schema.json`` (empty if absent)."""
+    if not path.exists():
+        return {}
+    schema = json.loads(path.read_text(encoding="utf-8"))
+    return {p["name"]: (p["subject_type"], p["object_type"]) for p in schema.get("predicates", [])}
+
+
 def pad_rows(rows: Sequence[Encoded]) -> dict[str, np.ndarray]:
     """Model inputs for rows padded to the longest one (pad id 0, mask 0, positions 0..L-1)."""
     width = max(len(r) for r in rows)
@@ -252,7 +260,7 @@ def train_uie(
     try:
         tokenizer = IETokenizer.from_file(data_dir / "vocab.txt")
         schema = uie_schema()
-        spec = SchemaSpec.from_schema(schema)
+        spec = SchemaSpec.from_schema(schema, predicate_types(data_dir / "schema.json"))
         train_records = read_jsonl(data_dir / "train.jsonl")[:train_limit]
         test_records = read_jsonl(data_dir / "test.jsonl")[:test_limit]
         # training texts as long as the service's longest window (entity prompts of 2 tokens), so
@@ -361,6 +369,8 @@ def train_uie(
                         eval_seconds,
                         time.monotonic() - t0,
                     )
+                    # no time left for more steps and another eval: this one is the last
+                    final = final or time.monotonic() - t0 + eval_seconds >= max_seconds
                     if metrics["f1"] >= target_f1 or final:
                         done = True
                         break

@@ -5,14 +5,16 @@ every span of a type that has children, ``span text + "的" + child`` (a relatio
 relations absent from the text become negative prompts with no target span. A negative relation
 prompt whose predicate the text does hold for another subject (``B的国籍`` where only A has one)
 is always kept: without it a model learns to answer by predicate alone, ignoring the subject.
+So is one whose predicate is *confusable* with one the text holds (same subject and object
+types, ``张三的丈夫`` where the text says ``妻子``), when the schema's predicate types are known.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import pairwise
 
 from pipeline.tokenizer import Encoded, IETokenizer
@@ -52,15 +54,31 @@ class SchemaSpec:
 
     entity_types: tuple[str, ...]
     children: dict[str, tuple[str, ...]]
+    confusable: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @classmethod
-    def from_schema(cls, schema: str | list | dict) -> SchemaSpec:
-        """Read a Taskflow-style schema (only its first two levels matter here)."""
+    def from_schema(
+        cls, schema: str | list | dict, predicate_types: Mapping[str, tuple[str, str]] | None = None
+    ) -> SchemaSpec:
+        """Read a Taskflow-style schema (only its first two levels matter here).
+
+        ``predicate_types`` maps a predicate to its ``(subject type, object type)``; predicates
+        sharing both are confusable with each other.
+        """
         roots = parse_schema(schema)
+        types = dict(predicate_types or {})
         return cls(
             entity_types=tuple(n.prompt for n in roots),
             children={n.prompt: tuple(c.prompt for c in n.children) for n in roots if n.children},
+            confusable={p: frozenset(q for q in types if types[q] == sig) for p, sig in types.items()},
         )
+
+    def hard_predicates(self, in_text: Iterable[str]) -> set[str]:
+        """The predicates held in a text and those confusable with them."""
+        out: set[str] = set()
+        for pred in in_text:
+            out |= self.confusable.get(pred, frozenset({pred}))
+        return out
 
 
 def child_prompt(span_text: str, child: str) -> str:
@@ -142,8 +160,8 @@ def record_examples(
     Entity prompts: one per schema entity type (target: every span of that type). Relation
     prompts: for each entity text whose type has children in the schema, one per child predicate
     (target: the objects of its mentions with that predicate; empty for a predicate it lacks).
-    Negative relation prompts with a predicate the text holds for another subject are always kept
-    when ``hard_negatives``.
+    Negative relation prompts with a predicate the text holds for another subject, or one
+    confusable with it (:meth:`SchemaSpec.hard_predicates`), are always kept when ``hard_negatives``.
     """
     text = record["text"]
     by_type: dict[str, set[CharSpan]] = {}
@@ -155,7 +173,7 @@ def record_examples(
         obj = (t["object_start"], t["object_start"] + len(t["object"]))
         objects.setdefault((subj, t["predicate"]), set()).add(obj)
 
-    in_text = {pred for _, pred in objects} if hard_negatives else set()
+    hard = spec.hard_predicates(pred for _, pred in objects) if hard_negatives else set()
     out: list[Example] = []
     for etype in spec.entity_types:
         spans = tuple(sorted(by_type.get(etype, ())))
@@ -169,7 +187,7 @@ def record_examples(
         for subj_text, subjs in mentions.items():
             for pred in preds:
                 spans = tuple(sorted({o for s in subjs for o in objects.get((s, pred), ())}))
-                if spans or pred in in_text or rng.random() < neg_relation_keep:
+                if spans or pred in hard or rng.random() < neg_relation_keep:
                     out.append(Example(text, child_prompt(subj_text, pred), spans))
     return out
 

@@ -225,3 +225,25 @@ def test_copy_rejects_a_different_architecture(tokenizer):
     dst = UIE(tiny_config(tokenizer.vocab_size, hidden_size=32, num_layers=2, num_heads=2))
     with pytest.raises(ValueError, match="names differ"):
         copy_torch_to_paddle(src, dst)
+
+
+def test_confusable_predicates_are_hard_negatives():
+    # the text says 妻子; 丈夫 shares its subject and object types, so 张三的丈夫 -> nothing is kept
+    text = "张三的妻子是李四。"
+    record = {
+        "text": text,
+        "spo_list": [{"subject": "张三", "subject_start": 0, "predicate": "妻子", "object": "李四",
+                      "object_start": 6}],
+        "entities": [{"text": "张三", "type": "人物", "start": 0, "end": 2},
+                     {"text": "李四", "type": "人物", "start": 6, "end": 8}],
+    }  # fmt: skip
+    schema = [{"人物": ["妻子", "丈夫", "出生地"]}, "地点"]
+    types = {"妻子": ("人物", "人物"), "丈夫": ("人物", "人物"), "出生地": ("人物", "地点")}
+    spec = SchemaSpec.from_schema(schema, types)
+    assert spec.hard_predicates(["妻子"]) == {"妻子", "丈夫"}
+    kept = {e.prompt: e.spans for e in record_examples(record, spec, random.Random(0), 0.0, 0.0)}
+    assert kept == {"人物": ((0, 2), (6, 8)), "张三的妻子": ((6, 8),), "张三的丈夫": (),
+                    "李四的妻子": (), "李四的丈夫": ()}  # fmt: skip
+    # without predicate types only the predicate itself is hard
+    plain = record_examples(record, SchemaSpec.from_schema(schema), random.Random(0), 0.0, 0.0)
+    assert {e.prompt for e in plain} == {"人物", "张三的妻子", "李四的妻子"}
