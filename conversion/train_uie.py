@@ -226,6 +226,7 @@ def train_uie(
     quick_eval: int = 40,
     threads: int = 1,
     hard_negatives: bool = True,
+    ambiguous_repeat: int = 1,
     window_share: float = 0.0,
     split_sentence: bool = True,
     init_encoder: Path | None = None,
@@ -283,6 +284,7 @@ def train_uie(
             neg_entity_keep=neg_entity_keep,
             neg_relation_keep=neg_relation_keep,
             hard_negatives=hard_negatives,
+            ambiguous_repeat=ambiguous_repeat,
         )
         rows, _ = encode_examples(tokenizer, examples, row_len)
         logger.info(
@@ -403,6 +405,7 @@ def train_uie(
             "neg_entity_keep": neg_entity_keep,
             "neg_relation_keep": neg_relation_keep,
             "hard_negatives": hard_negatives,
+            "ambiguous_repeat": ambiguous_repeat,
             "window_share": window_share,
             "split_sentence": split_sentence,
             "init_encoder": str(init_encoder) if init_encoder else None,

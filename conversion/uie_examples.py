@@ -154,6 +154,7 @@ def record_examples(
     neg_entity_keep: float = 1.0,
     neg_relation_keep: float = 1.0,
     hard_negatives: bool = True,
+    ambiguous_repeat: int = 0,
 ) -> list[Example]:
     """All prompts of one record: positives always, negatives kept with the given probabilities.
 
@@ -162,6 +163,8 @@ def record_examples(
     (target: the objects of its mentions with that predicate; empty for a predicate it lacks).
     Negative relation prompts with a predicate the text holds for another subject, or one
     confusable with it (:meth:`SchemaSpec.hard_predicates`), are always kept when ``hard_negatives``.
+    Where a text holds two or more subjects of one type, the prompt's subject must be told apart
+    from the others: those relation rows are repeated ``ambiguous_repeat`` extra times.
     """
     text = record["text"]
     by_type: dict[str, set[CharSpan]] = {}
@@ -184,11 +187,12 @@ def record_examples(
         mentions: dict[str, list[CharSpan]] = {}
         for subj in sorted(by_type.get(etype, ())):
             mentions.setdefault(text[subj[0] : subj[1]], []).append(subj)
+        copies = 1 + (ambiguous_repeat if len(mentions) > 1 else 0)
         for subj_text, subjs in mentions.items():
             for pred in preds:
                 spans = tuple(sorted({o for s in subjs for o in objects.get((s, pred), ())}))
                 if spans or pred in hard or rng.random() < neg_relation_keep:
-                    out.append(Example(text, child_prompt(subj_text, pred), spans))
+                    out.extend([Example(text, child_prompt(subj_text, pred), spans)] * copies)
     return out
 
 
@@ -200,12 +204,17 @@ def build_examples(
     neg_entity_keep: float = 1.0,
     neg_relation_keep: float = 1.0,
     hard_negatives: bool = True,
+    ambiguous_repeat: int = 0,
 ) -> list[Example]:
     """Examples of many records, long texts cut into pieces of at most ``max_chars`` first."""
     out: list[Example] = []
     for record in records:
         for piece in split_record(record, max_chars):
-            out.extend(record_examples(piece, spec, rng, neg_entity_keep, neg_relation_keep, hard_negatives))
+            out.extend(
+                record_examples(
+                    piece, spec, rng, neg_entity_keep, neg_relation_keep, hard_negatives, ambiguous_repeat
+                )
+            )
     return out
 
 

@@ -18,6 +18,7 @@ from conversion.models.uie_paddle import UIE, load_uie_checkpoint
 from conversion.models.uie_torch import TorchUIE, copy_torch_to_paddle, init_torch_uie
 from conversion.train_uie import evaluate, predict_rows, read_jsonl, tiny_config, train_uie
 from conversion.uie_examples import (
+    Example,
     SchemaSpec,
     build_examples,
     encode_examples,
@@ -247,3 +248,25 @@ def test_confusable_predicates_are_hard_negatives():
     # without predicate types only the predicate itself is hard
     plain = record_examples(record, SchemaSpec.from_schema(schema), random.Random(0), 0.0, 0.0)
     assert {e.prompt for e in plain} == {"人物", "张三的妻子", "李四的妻子"}
+
+
+def test_relation_rows_of_texts_with_several_subjects_are_repeated():
+    spec = SchemaSpec.from_schema(SCHEMA)
+    once = record_examples(RECORD, spec, random.Random(0), 0.0, 0.0)
+    twice = record_examples(RECORD, spec, random.Random(0), 0.0, 0.0, ambiguous_repeat=1)
+    # RECORD holds one person (周杰伦, twice) and one song: no subject to tell apart, nothing repeated
+    assert twice == once
+    two_people = {
+        "text": "张三的妻子是李四。",
+        "spo_list": [{"subject": "张三", "subject_start": 0, "predicate": "妻子", "object": "李四",
+                      "object_start": 6}],
+        "entities": [{"text": "张三", "type": "人物", "start": 0, "end": 2},
+                     {"text": "李四", "type": "人物", "start": 6, "end": 8}],
+    }  # fmt: skip
+    spec = SchemaSpec.from_schema([{"人物": ["妻子", "出生地"]}])
+    once = record_examples(two_people, spec, random.Random(0), 0.0, 0.0)
+    twice = record_examples(two_people, spec, random.Random(0), 0.0, 0.0, ambiguous_repeat=1)
+    relation_rows = [e for e in once if e.prompt != "人物"]
+    assert relation_rows == [Example("张三的妻子是李四。", "张三的妻子", ((6, 8),)),
+                             Example("张三的妻子是李四。", "李四的妻子", ())]  # fmt: skip
+    assert sorted(twice, key=repr) == sorted(once + relation_rows, key=repr)
