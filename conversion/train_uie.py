@@ -33,6 +33,7 @@ from conversion.metrics import uie_predicted_facts as predicted_facts
 from conversion.models.spo_torch import load_spo_checkpoint
 from conversion.models.uie_paddle import UIE, UIEConfig, save_uie_checkpoint
 from conversion.models.uie_torch import TorchUIE, copy_torch_to_paddle, init_from_bert_encoder, init_torch_uie
+from conversion.train_spo import read_predicates
 from conversion.uie_examples import LabeledRow, SchemaSpec, build_examples, encode_examples, split_sentences
 from conversion.window_records import window_records
 from pipeline.tokenizer import Encoded, IETokenizer
@@ -67,14 +68,6 @@ def tiny_config(
 def read_jsonl(path: Path) -> list[dict]:
     """Records of a ``.jsonl`` file."""
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def predicate_types(path: Path) -> dict[str, tuple[str, str]]:
-    """``{predicate: (subject type, object type)}`` from a dataset's ``schema.json`` (empty if absent)."""
-    if not path.exists():
-        return {}
-    schema = json.loads(path.read_text(encoding="utf-8"))
-    return {p["name"]: (p["subject_type"], p["object_type"]) for p in schema.get("predicates", [])}
 
 
 def pad_rows(rows: Sequence[Encoded]) -> dict[str, np.ndarray]:
@@ -261,7 +254,8 @@ def train_uie(
     try:
         tokenizer = IETokenizer.from_file(data_dir / "vocab.txt")
         schema = uie_schema()
-        spec = SchemaSpec.from_schema(schema, predicate_types(data_dir / "schema.json"))
+        types = {p["name"]: (p["subject_type"], p["object_type"]) for p in read_predicates(data_dir)}
+        spec = SchemaSpec.from_schema(schema, types)
         train_records = read_jsonl(data_dir / "train.jsonl")[:train_limit]
         test_records = read_jsonl(data_dir / "test.jsonl")[:test_limit]
         # training texts as long as the service's longest window (entity prompts of 2 tokens), so

@@ -60,6 +60,14 @@ RECORD = {
     ],
 }
 SCHEMA = ["日期", {"人物": ["出生地", "国籍"]}, {"歌曲": ["歌手"]}, "地点"]
+# two people, one relation between them (张三的妻子 -> 李四)
+TWO_PEOPLE = {
+    "text": "张三的妻子是李四。",
+    "spo_list": [{"subject": "张三", "subject_start": 0, "predicate": "妻子", "object": "李四",
+                  "object_start": 6}],
+    "entities": [{"text": "张三", "type": "人物", "start": 0, "end": 2},
+                 {"text": "李四", "type": "人物", "start": 6, "end": 8}],
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -230,23 +238,15 @@ def test_copy_rejects_a_different_architecture(tokenizer):
 
 def test_confusable_predicates_are_hard_negatives():
     # the text says 妻子; 丈夫 shares its subject and object types, so 张三的丈夫 -> nothing is kept
-    text = "张三的妻子是李四。"
-    record = {
-        "text": text,
-        "spo_list": [{"subject": "张三", "subject_start": 0, "predicate": "妻子", "object": "李四",
-                      "object_start": 6}],
-        "entities": [{"text": "张三", "type": "人物", "start": 0, "end": 2},
-                     {"text": "李四", "type": "人物", "start": 6, "end": 8}],
-    }  # fmt: skip
     schema = [{"人物": ["妻子", "丈夫", "出生地"]}, "地点"]
     types = {"妻子": ("人物", "人物"), "丈夫": ("人物", "人物"), "出生地": ("人物", "地点")}
     spec = SchemaSpec.from_schema(schema, types)
     assert spec.hard_predicates(["妻子"]) == {"妻子", "丈夫"}
-    kept = {e.prompt: e.spans for e in record_examples(record, spec, random.Random(0), 0.0, 0.0)}
+    kept = {e.prompt: e.spans for e in record_examples(TWO_PEOPLE, spec, random.Random(0), 0.0, 0.0)}
     assert kept == {"人物": ((0, 2), (6, 8)), "张三的妻子": ((6, 8),), "张三的丈夫": (),
                     "李四的妻子": (), "李四的丈夫": ()}  # fmt: skip
     # without predicate types only the predicate itself is hard
-    plain = record_examples(record, SchemaSpec.from_schema(schema), random.Random(0), 0.0, 0.0)
+    plain = record_examples(TWO_PEOPLE, SchemaSpec.from_schema(schema), random.Random(0), 0.0, 0.0)
     assert {e.prompt for e in plain} == {"人物", "张三的妻子", "李四的妻子"}
 
 
@@ -256,16 +256,9 @@ def test_relation_rows_of_texts_with_several_subjects_are_repeated():
     twice = record_examples(RECORD, spec, random.Random(0), 0.0, 0.0, ambiguous_repeat=1)
     # RECORD holds one person (周杰伦, twice) and one song: no subject to tell apart, nothing repeated
     assert twice == once
-    two_people = {
-        "text": "张三的妻子是李四。",
-        "spo_list": [{"subject": "张三", "subject_start": 0, "predicate": "妻子", "object": "李四",
-                      "object_start": 6}],
-        "entities": [{"text": "张三", "type": "人物", "start": 0, "end": 2},
-                     {"text": "李四", "type": "人物", "start": 6, "end": 8}],
-    }  # fmt: skip
     spec = SchemaSpec.from_schema([{"人物": ["妻子", "出生地"]}])
-    once = record_examples(two_people, spec, random.Random(0), 0.0, 0.0)
-    twice = record_examples(two_people, spec, random.Random(0), 0.0, 0.0, ambiguous_repeat=1)
+    once = record_examples(TWO_PEOPLE, spec, random.Random(0), 0.0, 0.0)
+    twice = record_examples(TWO_PEOPLE, spec, random.Random(0), 0.0, 0.0, ambiguous_repeat=1)
     relation_rows = [e for e in once if e.prompt != "人物"]
     assert relation_rows == [Example("张三的妻子是李四。", "张三的妻子", ((6, 8),)),
                              Example("张三的妻子是李四。", "李四的妻子", ())]  # fmt: skip
