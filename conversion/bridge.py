@@ -285,7 +285,8 @@ def _ensure_demo(work: Path, seed: int, uie_ckpt: Path | None, spo_ckpt: Path | 
 
     data = work / "data"
     needs_data = uie_ckpt is None or spo_ckpt is None
-    if needs_data and (not (data / "test.jsonl").is_file() or not (data / VOCAB).is_file()):
+    files = ("train.jsonl", "dev.jsonl", "test.jsonl", VOCAB)
+    if needs_data and not all((data / name).is_file() for name in files):
         demo_data.write_dataset(data, seed=seed)
     demo_spo = None
     if spo_ckpt is None:

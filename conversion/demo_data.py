@@ -2,6 +2,8 @@
 
 Names of every entity type are synthesized from character/word pools and split by a stable hash
 into disjoint train and test pools, so the test split only holds names never seen in training.
+A dev split, drawn from the test pool by its own random stream, is what trainers watch to decide
+when to stop, so the test split's figure is not picked by looking at it.
 Records: ``{"text", "spo_list": [{subject, subject_type, subject_start, predicate, object,
 object_type, object_start}], "entities": [{text, type, start, end}]}`` (char offsets, end
 exclusive).
@@ -505,6 +507,12 @@ def generate(seed: int, n_train: int = 3000, n_test: int = 300) -> tuple[list[di
     return train, test
 
 
+def generate_dev(seed: int, n_dev: int = 300) -> list[dict]:
+    """Dev records: names from the test pool (unseen in training), a stream apart from ``generate``'s."""
+    rng = random.Random(f"dev-{seed}")
+    return [_record(rng, "test") for _ in range(n_dev)]
+
+
 def uie_schema() -> list[str | dict[str, list[str]]]:
     """A PaddleNLP Taskflow schema covering the data: ``{subject_type: [predicates]}`` + object-only types."""
     subj_types = list(dict.fromkeys(p.subject_type for p in PREDICATES))
@@ -529,22 +537,28 @@ def _pool_chars() -> str:
     return "".join([_SURNAMES, _GIVEN, _PLACE, _COUNTRY, _ORG_HEAD, *words, *suffixes, *_LEADS])
 
 
-def write_dataset(out_dir: Path, seed: int = 0, n_train: int = 3000, n_test: int = 300) -> Path:
-    """Write train.jsonl, test.jsonl, schema.json and vocab.txt into ``out_dir``; return it."""
+def write_dataset(
+    out_dir: Path, seed: int = 0, n_train: int = 3000, n_test: int = 300, n_dev: int | None = None
+) -> Path:
+    """Write train/dev/test ``.jsonl``, schema.json and vocab.txt into ``out_dir``; return it.
+
+    ``n_dev`` defaults to ``n_test``.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     train, test = generate(seed, n_train, n_test)
-    for name, rows in (("train.jsonl", train), ("test.jsonl", test)):
+    dev = generate_dev(seed, n_test if n_dev is None else n_dev)
+    for name, rows in (("train.jsonl", train), ("dev.jsonl", dev), ("test.jsonl", test)):
         lines = [json.dumps(r, ensure_ascii=False) for r in rows]
         (out_dir / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
     (out_dir / "schema.json").write_text(
         json.dumps(schema_dict(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
     )
-    vocab_texts = [r["text"] for r in train + test]
+    vocab_texts = [r["text"] for r in train + dev + test]
     vocab_texts += [_pool_chars(), *ENTITY_TYPES, *(p.name for p in PREDICATES), "的"]
     vocab_texts += [string.ascii_letters + string.digits, "《》，。、：；！？（）"]
     build_vocab(vocab_texts, out_dir / "vocab.txt")
-    logger.info("wrote %d train / %d test records to %s", len(train), len(test), out_dir)
+    logger.info("wrote %d train / %d dev / %d test records to %s", len(train), len(dev), len(test), out_dir)
     return out_dir
 
 

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from conversion.demo_data import ENTITY_TYPES, PREDICATES, generate, uie_schema, write_dataset
+from conversion.demo_data import ENTITY_TYPES, PREDICATES, generate, generate_dev, uie_schema, write_dataset
 from pipeline.tokenizer import IETokenizer
 
 
@@ -50,6 +50,17 @@ def test_disjoint_name_pools(data: tuple[list[dict], list[dict]]) -> None:
     assert test_names and not (test_names & train_names)
 
 
+def test_dev_split_unseen_names_and_apart_from_test(data: tuple[list[dict], list[dict]]) -> None:
+    train, test = data
+    dev = generate_dev(seed=3, n_dev=300)
+    assert dev == generate_dev(seed=3, n_dev=300) and dev != generate_dev(seed=4, n_dev=300)
+    train_names = {e["text"] for r in train for e in r["entities"]}
+    dev_names = {e["text"] for r in dev for e in r["entities"]}
+    assert dev_names and not (dev_names & train_names)
+    assert not {r["text"] for r in dev} & {r["text"] for r in test}
+    assert {s["predicate"] for r in dev for s in r["spo_list"]} == {p.name for p in PREDICATES}
+
+
 def test_coverage_and_lengths(data: tuple[list[dict], list[dict]]) -> None:
     train, _ = data
     preds = Counter(s["predicate"] for r in train for s in r["spo_list"])
@@ -73,7 +84,7 @@ def test_deterministic_and_seed_dependent() -> None:
 def test_write_dataset_idempotent_and_vocab_covers(tmp_path) -> None:
     d1 = write_dataset(tmp_path / "a", seed=1, n_train=300, n_test=50)
     d2 = write_dataset(tmp_path / "b", seed=1, n_train=300, n_test=50)
-    for name in ("train.jsonl", "test.jsonl", "schema.json", "vocab.txt"):
+    for name in ("train.jsonl", "dev.jsonl", "test.jsonl", "schema.json", "vocab.txt"):
         assert (d1 / name).read_bytes() == (d2 / name).read_bytes()
     schema = json.loads((d1 / "schema.json").read_text(encoding="utf-8"))
     assert len(schema["predicates"]) == len(PREDICATES)

@@ -242,7 +242,8 @@ def test_train_spo_writes_checkpoint(tmp_path) -> None:
     hp = {"max_steps": 3, "batch_size": 8, "first_eval": 100}
     result = train_spo(data, tmp_path / "ckpt", seed=0, hparams=hp, model_overrides=small)
     assert result["steps"] == 3 and 0.0 <= result["f1"] <= 1.0
-    assert set(result) == {"f1", "precision", "recall", "seconds", "steps", "max_seq_len"}
+    assert set(result) == {"f1", "precision", "recall", "dev", "seconds", "steps", "max_seq_len"}
+    assert set(result["dev"]) == {"f1", "precision", "recall"}
     assert result["max_seq_len"] == SERVE_MAX_LEN  # the bridge serves the model at this length
     for name in ("config.json", "model.pt", "predicates.json", "vocab.txt", "metrics.json"):
         assert (tmp_path / "ckpt" / name).is_file()
