@@ -15,7 +15,7 @@ from conversion.metrics import micro_prf
 from conversion.metrics import uie_gold_facts as gold_facts
 from conversion.metrics import uie_predicted_facts as predicted_facts
 from conversion.models.uie_paddle import UIE, load_uie_checkpoint
-from conversion.models.uie_torch import TorchUIE, copy_torch_to_paddle, init_torch_uie
+from conversion.models.uie_torch import TorchUIE, copy_torch_to_paddle, init_matching_head, init_torch_uie
 from conversion.train_uie import evaluate, predict_rows, read_jsonl, tiny_config, train_uie
 from conversion.uie_examples import (
     Example,
@@ -227,6 +227,41 @@ def test_torch_twin_copies_into_paddle_with_equal_outputs(tokenizer):
     for a, b in zip(ps + pe, ts + te, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
     assert float(np.abs(ps[0] - 0.5).max()) > 1e-3  # the probe is not trivially flat
+
+
+def test_matching_head_scores_equal_tokens_high_and_leaves_other_heads(tokenizer):
+    config = tiny_config(tokenizer.vocab_size, hidden_size=64, num_layers=2, num_heads=2)
+    model = TorchUIE(config)
+    init_torch_uie(model, seed=0)
+    _trained_like(model)  # as after another model's encoder was copied in
+    attn = model.ernie.encoder.layers[0].self_attn
+    before = {k: v.clone() for k, v in attn.state_dict().items()}
+    init_matching_head(model, head=0, score=5.0)
+    d = attn.head_dim
+    for name in ("q_proj.weight", "k_proj.weight"):
+        assert torch.equal(attn.state_dict()[name][d:], before[name][d:])  # head 1 untouched
+    for name in ("v_proj.weight", "out_proj.weight"):
+        assert torch.equal(attn.state_dict()[name], before[name])
+
+    emb = model.ernie.embeddings
+
+    def head0(ids: torch.Tensor, segment: int, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = emb(ids[None], torch.full_like(ids, segment)[None], positions[None])[0]
+        return attn.q_proj(x)[:, :d], attn.k_proj(x)[:, :d]
+
+    with torch.no_grad():
+        everything = torch.arange(tokenizer.vocab_size)
+        q, k = head0(everything, 1, torch.zeros_like(everything))
+        calibrated = float((q * k).sum(-1).mean() * d**-0.5)  # the scale is set where this is taken
+        ids = torch.randperm(tokenizer.vocab_size - 5)[:30] + 5
+        # the same tokens in the prompt (segment 0) and, later, in the text (segment 1)
+        _, k_prompt = head0(ids, 0, torch.arange(1, 31))
+        q_text, _ = head0(ids, 1, torch.arange(50, 80))
+        scores = q_text @ k_prompt.T * d**-0.5
+    assert calibrated == pytest.approx(5.0, rel=1e-3)
+    same = scores.diag()
+    other = scores[~torch.eye(30, dtype=torch.bool)]
+    assert float(same.mean()) > float(other.mean()) + 2.5
 
 
 def test_copy_rejects_a_different_architecture(tokenizer):

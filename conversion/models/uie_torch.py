@@ -243,3 +243,31 @@ def init_from_bert_encoder(model: TorchUIE, state: dict[str, torch.Tensor]) -> i
             for kind in ("weight", "bias"):
                 put(f"encoder.layer.{i}.{src}.{kind}", f"ernie.encoder.layers.{i}.{dst}.{kind}")
     return copied
+
+
+def init_matching_head(model: TorchUIE, head: int = 0, score: float = 5.0) -> float:
+    """Make one attention head of layer 0 a token-matching head: equal tokens attend to each other.
+
+    Query and key of ``head`` both become the projection of the centred input onto the
+    ``head_dim`` principal directions of the embedded vocabulary (text segment, position 0),
+    scaled so that a token
+    scores about ``score`` against an equal token; the head's value and output weights are kept.
+    A relation prompt ``X的P`` then lets X's mention in the text see its copy in the prompt,
+    which a model started from a single-text encoder has not learnt. Returns the scale used.
+    """
+    emb = model.ernie.embeddings
+    attn = model.ernie.encoder.layers[0].self_attn
+    d = attn.head_dim
+    rows = slice(head * d, (head + 1) * d)
+    with torch.no_grad():
+        ids = torch.arange(emb.word_embeddings.num_embeddings)[None, :]
+        x = emb(ids, torch.ones_like(ids), torch.zeros_like(ids))[0]
+        mean = x.mean(0)
+        _, _, vh = torch.linalg.svd(x - mean, full_matrices=False)
+        proj = vh[:d]  # [d, hidden]
+        self_score = (((x - mean) @ proj.T) ** 2).sum(-1).mean() * d**-0.5
+        scale = float((score / self_score).sqrt())
+        for lin in (attn.q_proj, attn.k_proj):  # q = k = scale * proj @ (x - mean)
+            lin.weight[rows] = scale * proj
+            lin.bias[rows] = -scale * proj @ mean
+    return scale
