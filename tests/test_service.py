@@ -65,7 +65,8 @@ def answers(server, held_out) -> dict[str, list[dict]]:
 
 def check_f1(task: str, prf: dict[str, float]) -> None:
     """The served F1 equals the trainer's own figure; then the demo target, reported as xfail when
-    the demo model itself is below it (the UIE trainer's budget run often stops under it)."""
+    the demo model itself is below it (a trainer stops on the dev split's F1 or when its 3-minute
+    budget runs out, so a build on a slow machine can end under it on the test split)."""
     offline = offline_f1(task)
     if offline is not None:  # the service reproduces the model's own measured quality
         assert prf["f1"] == pytest.approx(offline, abs=0.01), (prf, offline)
