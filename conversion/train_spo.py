@@ -16,7 +16,6 @@ to put in the model card.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import random
@@ -30,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from conversion.models.spo_torch import PREDICATES_FILE, SPOConfig, SPOModel, save_spo_checkpoint
+from conversion.record_pieces import split_record
 from conversion.window_records import window_records
 from pipeline.spo_job import SPOJob
 from pipeline.tokenizer import Encoded, IETokenizer
@@ -73,28 +73,6 @@ def read_predicates(data_dir: Path) -> list[dict]:
                 {"name": s["predicate"], "subject_type": s["subject_type"], "object_type": s["object_type"]},
             )
     return [seen[k] for k in sorted(seen)]
-
-
-def split_record(rec: dict, max_chars: int = SPLIT_CHARS) -> list[dict]:
-    """Cut a long record at "。" into sentence records (triples crossing a cut are dropped)."""
-    text = rec["text"]
-    if len(text) <= max_chars:
-        return [rec]
-    ends = [i + 1 for i, c in enumerate(text) if c == "。" and i + 1 < len(text)] + [len(text)]
-    cuts = [0]
-    for i, end in enumerate(ends):  # greedy: as many whole sentences as fit in max_chars
-        if end - cuts[-1] > max_chars and i and ends[i - 1] > cuts[-1]:
-            cuts.append(ends[i - 1])
-    cuts.append(len(text))
-    out = []
-    for a, b in itertools.pairwise(cuts):
-        spo = []
-        for s in rec["spo_list"]:
-            ss, os_ = s["subject_start"], s["object_start"]
-            if a <= ss and ss + len(s["subject"]) <= b and a <= os_ and os_ + len(s["object"]) <= b:
-                spo.append({**s, "subject_start": ss - a, "object_start": os_ - a})
-        out.append({"text": text[a:b], "spo_list": spo})
-    return out
 
 
 def _char_to_token(enc: Encoded) -> dict[int, int]:

@@ -39,8 +39,9 @@ from conversion.models.uie_torch import (
     init_matching_head,
     init_torch_uie,
 )
+from conversion.record_pieces import split_sentences
 from conversion.train_spo import read_predicates
-from conversion.uie_examples import LabeledRow, SchemaSpec, build_examples, encode_examples, split_sentences
+from conversion.uie_examples import LabeledRow, SchemaSpec, build_examples, encode_examples
 from conversion.window_records import window_records
 from pipeline.tokenizer import Encoded, IETokenizer
 from pipeline.uie.job import UIEJob

@@ -16,6 +16,7 @@ from conversion.metrics import uie_gold_facts as gold_facts
 from conversion.metrics import uie_predicted_facts as predicted_facts
 from conversion.models.uie_paddle import UIE, load_uie_checkpoint
 from conversion.models.uie_torch import TorchUIE, copy_torch_to_paddle, init_matching_head, init_torch_uie
+from conversion.record_pieces import split_record, split_sentences
 from conversion.train_uie import evaluate, predict_rows, read_jsonl, tiny_config, train_uie
 from conversion.uie_examples import (
     Example,
@@ -24,8 +25,6 @@ from conversion.uie_examples import (
     encode_examples,
     encode_pairs,
     record_examples,
-    split_record,
-    split_sentences,
     token_bounds,
 )
 from pipeline.tokenizer import IETokenizer, build_vocab
