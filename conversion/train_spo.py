@@ -1,8 +1,9 @@
 """Train a tiny GPLinker SPO model on the demo data (CPU, bounded by time) and save a checkpoint.
 
 ``python -m conversion.train_spo --data DIR --out DIR [--seed N]`` reads DIR/train.jsonl,
-DIR/dev.jsonl, DIR/test.jsonl and DIR/vocab.txt, stops at ``target_f1`` on the dev split or at
-``max_seconds``, scores the test split once at the end, and writes config.json, model.pt,
+DIR/dev.jsonl, DIR/test.jsonl and DIR/vocab.txt, stops at ``target_f1`` on the dev split (read
+from step ``first_eval`` on, once the learning rate has decayed) or at ``max_seconds``, scores
+the test split once at the end, and writes config.json, model.pt,
 predicates.json, vocab.txt and metrics.json (the test figures, and the dev ones under ``dev``)
 into the output.
 
