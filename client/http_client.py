@@ -5,13 +5,13 @@ python -m client.http_client --task uie --schema '["人物"]' "张伟出生于�
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import urllib.request
 from typing import Any
 
-from client.request import ServiceError, build_request, parse_response
+from client import cli
+from client.request import build_request, parse_response
 
 DEFAULT_URL = "http://127.0.0.1:18082/ie/prediction"
 
@@ -47,21 +47,11 @@ def predict(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Query the IE service over HTTP.")
-    parser.add_argument("texts", nargs="+")
-    parser.add_argument("--task", choices=["uie", "spo"], required=True)
-    parser.add_argument("--schema", help="UIE schema as JSON")
-    parser.add_argument("--position-prob", type=float)
-    parser.add_argument("--url", default=DEFAULT_URL)
-    args = parser.parse_args(argv)
-    texts = args.texts[0] if len(args.texts) == 1 else args.texts
-    try:
-        result = predict(args.task, texts, args.schema, args.position_prob, args.url)
-    except ServiceError as e:
-        print(f"error {e.err_no}: {e.err_msg}", file=sys.stderr)
-        return 1
-    print(json.dumps(result, ensure_ascii=False, indent=2))
-    return 0
+    """CLI: ``python -m client.http_client --task spo [--url URL] TEXT [TEXT ...]``."""
+    p = cli.parser("Query the IE service over HTTP.")
+    p.add_argument("--url", default=DEFAULT_URL)
+    args = p.parse_args(argv)
+    return cli.run(args, lambda texts: predict(args.task, texts, args.schema, args.position_prob, args.url))
 
 
 if __name__ == "__main__":

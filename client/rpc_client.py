@@ -5,12 +5,11 @@ python -m client.rpc_client --task spo "张伟出生于杭州。"
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from typing import Any
 
-from client.request import ServiceError, build_request, parse_response
+from client import cli
+from client.request import build_request, parse_response
 
 DEFAULT_ENDPOINT = "127.0.0.1:8088"
 
@@ -39,21 +38,13 @@ def predict(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Query the IE service over RPC (PipelineClient).")
-    parser.add_argument("texts", nargs="+")
-    parser.add_argument("--task", choices=["uie", "spo"], required=True)
-    parser.add_argument("--schema", help="UIE schema as JSON")
-    parser.add_argument("--position-prob", type=float)
-    parser.add_argument("--endpoint", default=DEFAULT_ENDPOINT)
-    args = parser.parse_args(argv)
-    texts = args.texts[0] if len(args.texts) == 1 else args.texts
-    try:
-        result = predict(args.task, texts, args.schema, args.position_prob, endpoint=args.endpoint)
-    except ServiceError as e:
-        print(f"error {e.err_no}: {e.err_msg}", file=sys.stderr)
-        return 1
-    print(json.dumps(result, ensure_ascii=False, indent=2))
-    return 0
+    """CLI: ``python -m client.rpc_client --task spo [--endpoint HOST:PORT] TEXT [TEXT ...]``."""
+    p = cli.parser("Query the IE service over RPC (PipelineClient).")
+    p.add_argument("--endpoint", default=DEFAULT_ENDPOINT)
+    args = p.parse_args(argv)
+    return cli.run(
+        args, lambda texts: predict(args.task, texts, args.schema, args.position_prob, endpoint=args.endpoint)
+    )
 
 
 if __name__ == "__main__":

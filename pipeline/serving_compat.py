@@ -11,6 +11,8 @@ that imports pytest; none of it is used by the pipeline. Unless the package is a
 we register it as a bare package (its submodules import as usual) so that a slim, Paddle-free
 install needs neither.
 
+``PipelineClient`` is the stock one without the timing lines its ``predict`` prints to stdout.
+
 Import the pipeline classes from here, never from ``paddle_serving_server`` directly.
 """
 
@@ -60,16 +62,50 @@ _register_bare_package()
 
 from paddle_serving_server.pipeline import (  # noqa: E402
     Op,
-    PipelineClient,
     PipelineServer,
     RequestOp,
     ResponseOp,
 )
+from paddle_serving_server.pipeline import PipelineClient as _StockPipelineClient  # noqa: E402
 from paddle_serving_server.pipeline.proto import (  # noqa: E402
     pipeline_service_pb2,
     pipeline_service_pb2_grpc,
 )
 from paddle_serving_server.proto import general_model_config_pb2  # noqa: E402
+
+
+class PipelineClient(_StockPipelineClient):
+    """Paddle Serving's ``PipelineClient``, minus the two timing lines its ``predict`` prints.
+
+    The stock ``predict`` prints ``PipelineClient::predict pack_data time:...`` and ``... before
+    time:...`` to stdout on every call, which garbles the output of any command line using it.
+    The synchronous path is the stock one without the prints (0.9.0's own pack and unpack
+    helpers); ``asyn=True`` is left to the stock method.
+    """
+
+    def predict(
+        self,
+        feed_dict: dict,
+        fetch: list | None = None,
+        asyn: bool = False,
+        pack_tensor_format: bool = False,
+        use_tensor_bytes: bool = False,
+        profile: bool = False,
+        log_id: int = 0,
+    ):
+        """Send one request and return the unpacked response (as the stock client does)."""
+        if asyn:
+            return super().predict(
+                feed_dict, fetch, asyn, pack_tensor_format, use_tensor_bytes, profile, log_id
+            )
+        if not isinstance(feed_dict, dict):
+            raise TypeError("feed must be dict type with format: {name: value}.")
+        if fetch is not None and not isinstance(fetch, list):
+            raise TypeError("fetch must be list type with format: [name].")
+        req = self._pack_request_package(feed_dict, pack_tensor_format, use_tensor_bytes, profile)
+        req.logid = log_id
+        return self._unpack_response_package(self._stub.inference(req), fetch)
+
 
 __all__ = [
     "Op",

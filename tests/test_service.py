@@ -140,6 +140,21 @@ def test_per_text_errors_keep_the_others(server):
     assert "spo_list" in items[0] and items[1]["error"]["type"] == "invalid_text"
 
 
+def test_command_lines_print_the_answer_or_the_request_error(server, held_out, capsys):
+    texts = [r["text"] for r in held_out[-2:]]
+    schema = json.dumps(uie_schema(), ensure_ascii=False)
+    expected = rpc_client.predict("uie", texts, schema, endpoint=server.rpc_endpoint)
+    for main, where in (
+        (http_client.main, ["--url", server.http_url]),
+        (rpc_client.main, ["--endpoint", server.rpc_endpoint]),
+    ):
+        assert main(["--task", "uie", "--schema", schema, *where, *texts]) == 0
+        assert json.loads(capsys.readouterr().out) == expected
+        assert main(["--task", "uie", *where, texts[0]]) == 1  # no schema: the whole request fails
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.startswith("error 5000:") and "schema" in captured.err
+
+
 @pytest.mark.parametrize(
     ("kv", "needle"),
     [
