@@ -47,6 +47,7 @@ def _arm_requirements(dest: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def arm_python() -> list[str]:
     if not (ARM_DIR / "root" / "usr" / "bin" / "python3.11").exists():
+        ARM_DIR.mkdir(parents=True, exist_ok=True)  # the tool logs beside it, into build/
         subprocess.run(["bash", str(TOOL), "setup", str(ARM_DIR)], check=True, timeout=1200)
     marker = ARM_DIR / "site" / ".installed"
     lock = (ROOT / "requirements-serve.lock").read_text(encoding="utf-8")
