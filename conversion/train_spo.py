@@ -298,9 +298,11 @@ def train_spo(
     pred_index = {n: i for i, n in enumerate(names)}
     records = read_jsonl(data_dir / "train.jsonl")
     train = [piece for rec in records for piece in split_record(rec, hp["split_chars"])]
-    dev = read_jsonl(data_dir / "dev.jsonl")
-    if hp["eval_limit"]:
-        dev = dev[: hp["eval_limit"]]
+
+    def eval_split(name: str) -> list[dict]:  # the first ``eval_limit`` records (all when 0)
+        return read_jsonl(data_dir / f"{name}.jsonl")[: hp["eval_limit"] or None]
+
+    dev = eval_split("dev")
 
     def epoch_examples() -> list[Example]:
         rows = train + (window_records(train, rng, hp["window_chars"]) if hp["window_chars"] else [])
@@ -357,11 +359,8 @@ def train_spo(
     bar.close()
     if not evaluated_last:
         dev_metrics = evaluate(model, tokenizer, dev, names)
-    test = read_jsonl(data_dir / "test.jsonl")
-    if hp["eval_limit"]:
-        test = test[: hp["eval_limit"]]
     result = {
-        **evaluate(model, tokenizer, test, names),
+        **evaluate(model, tokenizer, eval_split("test"), names),
         "dev": dev_metrics,
         "seconds": round(time.monotonic() - t0, 1),
         "steps": steps,
