@@ -250,8 +250,8 @@ def init_matching_head(model: TorchUIE, head: int = 0, score: float = 5.0) -> fl
 
     Query and key of ``head`` both become the projection of the centred input onto the
     ``head_dim`` principal directions of the embedded vocabulary (text segment, position 0),
-    scaled so that a token scores about ``score`` against an equal token; the head's value and
-    output weights are kept.
+    scaled so that a token scores ``score`` against itself on average there; the head's value
+    and output weights are kept.
     A relation prompt ``X的P`` then lets X's mention in the text see its copy in the prompt,
     which a model started from a single-text encoder has not learnt. Returns the scale used.
     """
