@@ -18,12 +18,16 @@ from ops.tokenize_op import TokenizeOp
 from pipeline.backends import create_backend, resolve_backend
 from pipeline.config import ServiceConfig, load_config
 from pipeline.errors import ConfigError
-from pipeline.gateway import HttpGateway, go_gateway_runs_here
-from pipeline.kserve import KServeServer
-from pipeline.metrics import model_ready_setter, start_metrics_server
+from pipeline.gateway import GatewayApp, go_gateway_runs_here
+from pipeline.http.app import HttpLimits
+from pipeline.http.servers import HttpServers, HttpTimeouts, bind
+from pipeline.kserve import KServeApp
+from pipeline.metrics import metrics_app, model_ready_setter
 from pipeline.models import load_served_models
+from pipeline.pipeline_call import PipelineCall
+from pipeline.process_guard import guard_children
 from pipeline.server_runner import run_until_signal
-from pipeline.serving_compat import Op, PipelineServer, RequestOp, ResponseOp
+from pipeline.serving_compat import IERequestOp, Op, PipelineServer, ResponseOp
 
 SERVICE_NAME = "ie"
 EXIT_WORKER_DIED = 3  # an op worker process died (process ops); a supervisor should restart us
@@ -80,58 +84,83 @@ def quiet_serving_request_logs() -> None:
         logging.getLogger(f"paddle_serving_server.pipeline.{name}").addFilter(_DropServingRequestLines())
 
 
-def check_ports(config: ServiceConfig) -> None:
-    """Fail start-up with the config key when a port is taken (Paddle Serving exits with a typo)."""
-    for key, port in (("rpc_port", config.rpc_port), ("http_port", config.http_port)):
-        if not port:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("0.0.0.0", port))
-            except OSError as e:
-                raise ConfigError(
-                    f"port {port} ({key} in {config.path.name}) is already in use: {e.strerror}; "
-                    "stop the other server or choose another port"
-                ) from e
+def _port_keys(config: ServiceConfig) -> list[tuple[str, int]]:
+    ie = config.ie
+    keys = [("rpc_port", config.rpc_port), ("http_port", config.http_port)]
+    keys += [("ie.kserve_http_port", ie.kserve_http_port), ("ie.metrics_port", ie.metrics_port)]
+    return [(key, port) for key, port in keys if port]
 
 
-def preflight(config: ServiceConfig) -> str:
-    """Load every model once before the server starts, so a bad file stops start-up with its name.
+def bind_port(config: ServiceConfig, key: str, port: int) -> socket.socket:
+    """Bind ``port`` on ``ie.bind_address``; a port held by a live socket stops start-up with its key.
 
-    Returns the backend kind in use.
+    SO_REUSEADDR, as every real server sets it: sockets of a stopped server in TIME_WAIT do not
+    count as taken, so a restart right after a stop succeeds.
     """
-    check_ports(config)
+    try:
+        return bind(config.ie.bind_address, port)
+    except OSError as e:
+        raise ConfigError(
+            f"port {port} ({key} in {config.path.name}) is already in use: {e.strerror}; "
+            "stop the other server or choose another port"
+        ) from e
+
+
+def preflight(config: ServiceConfig) -> tuple[str, dict[str, socket.socket]]:
+    """Check every port and load every model once before the server starts, so that a taken port
+    or a bad file stops start-up with its name.
+
+    Returns the backend kind in use and the bound sockets of the HTTP ports this process serves.
+    """
+    sockets = {key: bind_port(config, key, port) for key, port in _port_keys(config)}
+    for key in ("rpc_port", "http_port"):  # gRPC and the Go gateway bind their own
+        if key in sockets and (key == "rpc_port" or not use_python_gateway(config)):
+            sockets.pop(key).close()
     kind = resolve_backend(config.ie.backend)
     for name, model in load_served_models(config.ie).items():
         create_backend(kind, model.dir, model.card, threads=1, use_onednn=False).close()
         logger.info("model %s: %s ok", name, model.dir)
-    return kind
+    return kind, sockets
 
 
 def use_python_gateway(config: ServiceConfig) -> bool:
-    """The python gateway serves HTTP when asked, or on hosts where the Go one cannot run."""
+    """The Python gateway serves HTTP unless the config asks for Paddle Serving's Go one."""
     if not config.http_port:
         return False
-    choice = config.ie.http_gateway
-    if choice == "auto":
-        runs = go_gateway_runs_here()
-        logger.info(
-            "http gateway auto: %s",
-            "go (paddle serving)" if runs else "python (go binary is not for this host)",
+    if config.ie.http_gateway == "go" and not go_gateway_runs_here():
+        raise ConfigError(
+            "ie.http_gateway is 'go' but Paddle Serving's Go gateway is not built for this host"
         )
-        return not runs
-    return choice == "python"
+    return config.ie.http_gateway != "go"
 
 
 class IEWebService:
-    """Builds the DAG and runs it in a PipelineServer, as Paddle Serving's WebService does."""
+    """Builds the DAG and runs it, as Paddle Serving's WebService does, with our edges around it."""
 
-    def __init__(self, config: ServiceConfig, name: str = SERVICE_NAME, backend: str | None = None):
+    def __init__(
+        self,
+        config: ServiceConfig,
+        name: str = SERVICE_NAME,
+        backend: str | None = None,
+        sockets: dict[str, socket.socket] | None = None,
+    ):
         self.config = config
         self.backend = backend or resolve_backend(config.ie.backend)
         self._server = PipelineServer(name)
-        self._gateway: HttpGateway | None = None
-        self._kserve: KServeServer | None = None
+        self._sockets = dict(sockets or {})
+        ie = config.ie
+        self._limits = HttpLimits(
+            max_body_bytes=ie.limits.max_body_bytes,
+            max_url_bytes=ie.limits.max_url_bytes,
+            max_header_bytes=ie.limits.max_header_bytes,
+            read_timeout_s=ie.limits.read_timeout_ms / 1000,
+        )
+        self._http = HttpServers(
+            HttpTimeouts(ie.limits.read_timeout_ms / 1000, ie.limits.keepalive_timeout_ms / 1000),
+            max_head_bytes=ie.limits.max_url_bytes + ie.limits.max_header_bytes,
+        )
+        self._kserve: KServeApp | None = None
+        self._call: PipelineCall | None = None
 
     def get_pipeline_response(self, read_op: Op) -> Op:
         ie = self.config.ie
@@ -141,74 +170,56 @@ class IEWebService:
 
     def prepare_pipeline_config(self) -> None:
         pipeline_conf = dict(self.config.pipeline)
-        if use_python_gateway(self.config):
-            pipeline_conf.pop("http_port", None)  # PipelineServer then starts no Go gateway
-            ie = self.config.ie
-            self._gateway = HttpGateway(
-                self.config.http_port,
-                self.config.rpc_port,
-                bind=ie.bind_address,
-                max_body_bytes=ie.limits.max_body_bytes,
-                timeout_s=ie.limits.request_timeout_ms / 1000,
-            )
-        self.prepare_operations()
-        last_op = self.get_pipeline_response(RequestOp())
+        pipeline_conf.pop("http_port", None)  # the HTTP port is ours (or our Go gateway process)
+        last_op = self.get_pipeline_response(IERequestOp())
         self._server.set_response_op(ResponseOp(input_ops=[last_op]))
         self._server.prepare_server(yml_dict=pipeline_conf)
+        if self.config.ie.metrics_port and not self.config.is_thread_op:
+            logger.warning("metrics count thread ops only (dag.is_thread_op: true); process ops go uncounted")
 
-    def prepare_operations(self) -> None:
-        """Bind the metrics (ie.metrics_port) and KServe v2 (ie.kserve_http_port) ports; 0 = off."""
+    def _start_http(self, servicer) -> None:
+        """Once the pipeline runs: the HTTP apps on their bound sockets, then the warm-up."""
         ie = self.config.ie
-        models = sorted(ie.models)
-        if ie.metrics_port:
-            if not self.config.is_thread_op:
-                logger.warning(
-                    "metrics count thread ops only (dag.is_thread_op: true); process ops go uncounted"
-                )
-            try:
-                start_metrics_server(ie.metrics_port, ie.bind_address)
-            except OSError as e:
-                raise ConfigError(
-                    f"cannot serve metrics on port {ie.metrics_port} (ie.metrics_port): {e}"
-                ) from e
-        if ie.kserve_http_port:
+        self._call = PipelineCall(servicer, self.config.worker_num, ie.limits.request_timeout_ms / 1000)
+        depth = ie.limits.max_json_depth
+        if "http_port" in self._sockets:
+            self._http.add(
+                "gateway", self._sockets["http_port"], GatewayApp(self._call, self._limits, depth).asgi
+            )
+        if "ie.kserve_http_port" in self._sockets:
             cards = {name: m.card for name, m in load_served_models(ie).items()}
-            go_gateway = self._gateway is None and bool(self.config.http_port)
-            try:
-                self._kserve = KServeServer(
-                    ie.kserve_http_port,
-                    self.config.rpc_port,
-                    cards,
-                    self.backend,
-                    bind=ie.bind_address,
-                    max_body_bytes=ie.limits.max_body_bytes,
-                    timeout_s=ie.limits.request_timeout_ms / 1000,
-                    # Paddle Serving's Go gateway listens once its process has forked.
-                    wait_ports=[self.config.http_port] if go_gateway else [],
-                    on_model_ready=model_ready_setter(models),
-                )
-            except OSError as e:
-                raise ConfigError(
-                    f"cannot serve KServe on port {ie.kserve_http_port} (ie.kserve_http_port): {e}"
-                ) from e
+            self._kserve = KServeApp(
+                cards, self.backend, self._limits, depth, self._call, model_ready_setter(sorted(ie.models))
+            )
+            self._http.add("KServe v2", self._sockets["ie.kserve_http_port"], self._kserve.asgi)
+        if "ie.metrics_port" in self._sockets:
+            self._http.add("metrics", self._sockets["ie.metrics_port"], metrics_app(self._limits))
+        self._http.start()
+        if self._kserve is not None:
+            self._kserve.start_warmup()
+
+    def _not_ready(self) -> None:
+        model_ready_setter(sorted(self.config.ie.models))  # the gauge back to 0
+        if self._kserve is not None:
+            self._kserve.stop()
+            self._kserve.readiness.mark_all_not_ready()
+
+    def _stop_http(self, grace_s: float) -> None:
+        self._http.stop(grace_s)
+        if self._call is not None:
+            self._call.close()
 
     def run_service(self) -> int:
         """Serve until SIGTERM/SIGINT (return 0) or an op worker process dies (return 3)."""
-        models = sorted(self.config.ie.models)
-        before_drain = [lambda: model_ready_setter(models)]  # the gauge back to 0
-        after_drain = []
-        if self._gateway is not None:
-            self._gateway.start()
-            after_drain.append(self._gateway.stop)
-        if self._kserve is not None:
-            self._kserve.start()
-            before_drain.append(self._kserve.readiness.mark_all_not_ready)
-            after_drain.append(self._kserve.stop)
+        go_port = self.config.http_port if "http_port" not in self._sockets else None
         death = run_until_signal(
             self._server,
+            bind_address=self.config.ie.bind_address,
             grace_s=self.config.ie.limits.request_timeout_ms / 1000,
-            before_drain=before_drain,
-            after_drain=after_drain,
+            on_started=self._start_http,
+            before_drain=[self._not_ready],
+            while_draining=[self._stop_http],
+            go_gateway_port=go_port,
         )
         if death is not None:
             logger.error("stopped because %s; restart the service", death.describe())
@@ -229,16 +240,18 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(config.ie.log_level)
         if not config.ie.serving_request_logs:
             quiet_serving_request_logs()
-        backend = preflight(config)
-        service = IEWebService(config, backend=backend)
+        guard_children()
+        backend, sockets = preflight(config)
+        service = IEWebService(config, backend=backend, sockets=sockets)
         service.prepare_pipeline_config()
     except ConfigError as e:
         logger.error("cannot start: %s", e.message)
         return 2
     logger.info(
-        "serving RPC on %s, HTTP on %s, KServe v2 HTTP on %s, metrics on %s",
+        "serving RPC on %s, HTTP on %s (%s gateway), KServe v2 HTTP on %s, metrics on %s",
         config.rpc_port,
         config.http_port,
+        "python" if use_python_gateway(config) else "go",
         config.ie.kserve_http_port or "off",
         config.ie.metrics_port or "off",
     )

@@ -47,6 +47,22 @@ def image_app_copy(dest: Path) -> Path:
     return dest
 
 
+@contextmanager
+def serving(app, read_timeout_s: float = 10.0, keepalive_s: float = 5.0) -> Iterator[int]:
+    """Serve an ASGI ``app`` (e.g. ``KServeApp(...).asgi``) on a free loopback port, as the
+    service serves it; yields the port."""
+    from pipeline.http.servers import HttpServers, HttpTimeouts, bind
+
+    servers = HttpServers(HttpTimeouts(read_timeout_s, keepalive_s), max_head_bytes=24_576)
+    sock = bind("127.0.0.1", 0)
+    servers.add("test", sock, app)
+    servers.start()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        servers.stop()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from pipeline.errors import INTERNAL_MESSAGE, InferenceError
+from pipeline.errors import InferenceError, internal_message
 from pipeline.metrics import finish_request, format_fields, outcome_of, request_log_fields
 from pipeline.schemas import RESULT_KEY, encode_results
 from pipeline.serving_compat import Op
@@ -26,8 +26,9 @@ class DecodeOp(Op):
             results = job.results()
         except Exception:
             logger.exception("log_id=%s decoding failed", log_id)
-            self._log_request(job, "internal", INTERNAL_MESSAGE)
-            return None, True, InferenceError.err_no, INTERNAL_MESSAGE
+            message = internal_message(log_id)
+            self._log_request(job, "internal", message)
+            return None, True, InferenceError.err_no, message
         self._log_request(job, outcome_of(job))
         return {RESULT_KEY: encode_results(results)}, True, None, ""
 

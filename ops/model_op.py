@@ -7,7 +7,7 @@ import time
 
 from pipeline.backends import Backend, create_backend, resolve_backend
 from pipeline.config import IESettings
-from pipeline.errors import INTERNAL_MESSAGE, IEError, InferenceError
+from pipeline.errors import ERR_INPUT, IEError, InferenceError, internal_message
 from pipeline.metrics import CountingEngineJob, get_metrics, record_model_run, record_queue
 from pipeline.models import load_served_models
 from pipeline.runner import run_jobs
@@ -59,14 +59,14 @@ class ModelOp(Op):
                     max_batch_rows=self._settings.max_batch_rows,
                     pad_id=model.tokenizer.pad_id,
                 )
-            except IEError as e:
+            except IEError as e:  # a client error keeps its message; an engine error is internal
                 logger.error("log_id=%s %s batch failed: %s", typical_logid, task, e.message)
                 for job in group:
-                    job.failure = e
+                    job.failure = e if e.err_no == ERR_INPUT else InferenceError(internal_message(job.log_id))
             except Exception:
                 logger.exception("log_id=%s %s batch failed", typical_logid, task)
                 for job in group:
-                    job.failure = InferenceError(INTERNAL_MESSAGE)
+                    job.failure = InferenceError(internal_message(job.log_id))
             else:
                 elapsed = time.perf_counter() - started
                 record_model_run(task, group, counted, stats.batches, elapsed, self.backend_kind)

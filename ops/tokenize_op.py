@@ -6,7 +6,7 @@ import logging
 import time
 
 from pipeline.config import IESettings
-from pipeline.errors import IEError
+from pipeline.errors import IEError, InferenceError, internal_message
 from pipeline.job_factory import build_job
 from pipeline.jobs import job_array
 from pipeline.metrics import RequestTrace, format_fields, record_rejected, request_log_fields, start_trace
@@ -32,11 +32,17 @@ class TokenizeOp(Op):
         try:
             job = build_job(kv, self._models, self._settings.limits, log_id)
         except IEError as e:
-            task = record_rejected(kv)
-            trace = RequestTrace(log_id=log_id, task=task, created=time.perf_counter(), text=text)
-            logger.info(
-                "request %s", format_fields(request_log_fields(trace, "request_error", None, e.message))
-            )
-            return None, True, e.err_no, e.message
+            return self._refuse(kv, log_id, text, e, "request_error")
+        except Exception:  # a bug of ours: the client learns nothing but the log id
+            logger.exception("log_id=%s preparing the request failed", log_id)
+            return self._refuse(kv, log_id, text, InferenceError(internal_message(log_id)), "internal")
         start_trace(job, text)
         return {"job": job_array(job)}, True, None, ""
+
+    @staticmethod
+    def _refuse(kv, log_id: int, text, error: IEError, outcome: str):
+        """End the request here with ``error``, after its log line and metrics."""
+        task = record_rejected(kv)
+        trace = RequestTrace(log_id=log_id, task=task, created=time.perf_counter(), text=text)
+        logger.info("request %s", format_fields(request_log_fields(trace, outcome, None, error.message)))
+        return None, True, error.err_no, error.message

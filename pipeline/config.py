@@ -49,7 +49,14 @@ class Limits(_Strict):
     max_text_chars: int = Field(default=20_000, ge=1)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_schema_nodes: int = Field(default=64, ge=1)
+    max_json_depth: int = Field(default=64, ge=2, le=512, description="lists/objects nested in any JSON")
     request_timeout_ms: int = Field(default=30_000, ge=100)
+    max_url_bytes: int = Field(default=8192, ge=256, description="HTTP request target (414 over it)")
+    max_header_bytes: int = Field(default=16_384, ge=1024, description="HTTP header section (431)")
+    read_timeout_ms: int = Field(
+        default=10_000, ge=100, description="HTTP: the request head, then its body, must arrive within"
+    )
+    keepalive_timeout_ms: int = Field(default=5_000, ge=100, description="HTTP: idle connections close")
 
 
 class IESettings(_Strict):
@@ -63,10 +70,13 @@ class IESettings(_Strict):
     limits: Limits = Limits()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     http_gateway: Literal["auto", "go", "python"] = Field(
-        default="auto", description="go: Paddle Serving's x86-64 gateway; auto: go where it runs"
+        default="auto",
+        description="python (and auto): in process, on every host; go: Paddle Serving's x86-64 "
+        "gateway in a child process, forwarding over loopback gRPC",
     )
     bind_address: str = Field(
-        default="0.0.0.0", description="address of the python HTTP gateway, KServe and metrics servers"
+        default="0.0.0.0",
+        description="address of every port (gRPC, HTTP, KServe, metrics); '::' for IPv4 and IPv6",
     )
     kserve_http_port: int = Field(
         default=8000, ge=0, le=65535, description="KServe v2 HTTP (health, metadata, infer); 0 = off"
@@ -103,6 +113,10 @@ class ServiceConfig(BaseModel):
         return self.pipeline.get("http_port")
 
     @property
+    def worker_num(self) -> int:
+        return int(self.pipeline.get("worker_num", 1))
+
+    @property
     def is_thread_op(self) -> bool:
         return bool(self.pipeline.get("dag", {}).get("is_thread_op", True))
 
@@ -110,31 +124,91 @@ class ServiceConfig(BaseModel):
         return dict(self.pipeline.get("op", {}).get(name, {}))
 
 
+class _PaddleStrict(BaseModel):
+    """Paddle Serving's own keys: strict types (``"yes"`` is not a bool), no unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TracerConf(_PaddleStrict):
+    interval_s: int = -1
+
+
+class DagConf(_PaddleStrict):
+    """``dag:`` (Paddle Serving's DAG executor)."""
+
+    is_thread_op: bool = True
+    retry: int = Field(default=1, ge=1)
+    use_profile: bool = False
+    channel_size: int = Field(default=0, ge=0)
+    tracer: TracerConf = TracerConf()
+    channel_recv_frist_arrive: bool = False  # sic: Paddle Serving's spelling
+
+
+class OpConf(_PaddleStrict):
+    """``op.<name>:`` (one op of the DAG)."""
+
+    concurrency: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=1, ge=1)
+    auto_batching_timeout: int = -1
+    timeout: int = -1
+    retry: int = Field(default=1, ge=1)
+
+
+class PipelineConf(_PaddleStrict):
+    """The top level of ``config.yml`` less ``ie:``: what PipelineServer gets."""
+
+    rpc_port: int = Field(ge=1024, le=65535)
+    http_port: int | None = Field(default=None, ge=1024, le=65535)
+    worker_num: int = Field(default=1, ge=1)
+    build_dag_each_worker: Literal[False] = False
+    dag: DagConf = DagConf()
+    op: dict[Literal["tokenize", "model", "decode"], OpConf]
+
+
+def _pipeline_error(err: ValidationError, raw: dict[str, Any], where: str) -> ConfigError:
+    """One ConfigError naming each bad key of Paddle Serving's section, with the fix."""
+    import difflib
+
+    parts = []
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        key = ".".join(loc)
+        if e["type"] == "extra_forbidden":
+            section: Any = PipelineConf
+            for part in loc[:-1]:
+                section = {"dag": DagConf, "tracer": TracerConf}.get(part, OpConf)
+            allowed = sorted(section.model_fields)
+            close = difflib.get_close_matches(loc[-1], allowed, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"
+            parts.append(f"unknown key '{key}' ({hint})")
+        elif e["type"] == "missing" and loc == ["rpc_port"]:
+            parts.append("set rpc_port (the gRPC port, 8088 by default)")
+        elif e["type"] == "missing" and loc == ["op"]:
+            parts.append(f"add an 'op:' section with {', '.join(OP_NAMES)}")
+        elif e["type"] == "literal_error" and loc[:1] == ["op"]:
+            parts.append(f"unknown op section 'op.{loc[1]}'; ops are {', '.join(OP_NAMES)}")
+        elif loc == ["build_dag_each_worker"]:
+            parts.append("build_dag_each_worker: true is not supported; raise worker_num instead")
+        else:
+            parts.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+    return ConfigError(f"{where}: " + "; ".join(parts))
+
+
 def _check_pipeline_keys(raw: dict[str, Any], where: str) -> None:
-    for key in ("rpc_port", "http_port"):
-        port = raw.get(key)
-        if port is not None and (not isinstance(port, int) or not 1024 <= port <= 65535):
-            raise ConfigError(f"{where}: {key} must be an integer in 1024-65535, got {port!r}")
-    if raw.get("rpc_port") is None:
-        raise ConfigError(f"{where}: set rpc_port (the gRPC port, 8088 by default)")
-    ops = raw.get("op")
-    if not isinstance(ops, dict):
-        raise ConfigError(f"{where}: add an 'op:' section with {', '.join(OP_NAMES)}")
+    try:
+        conf = PipelineConf.model_validate(raw)
+    except ValidationError as e:
+        raise _pipeline_error(e, raw, where) from e
     for name in OP_NAMES:
-        conf = ops.get(name)
-        if not isinstance(conf, dict):
+        if name not in conf.op:
             raise ConfigError(f"{where}: add 'op.{name}:' (at least 'concurrency: 1')")
-        for key in ("concurrency", "batch_size"):
-            if key in conf and (not isinstance(conf[key], int) or conf[key] < 1):
-                raise ConfigError(f"{where}: op.{name}.{key} must be an integer >= 1")
-        if conf.get("batch_size", 1) > 1 and conf.get("auto_batching_timeout", -1) <= 0:
+        op = conf.op[name]
+        if op.batch_size > 1 and op.auto_batching_timeout <= 0:
             raise ConfigError(
                 f"{where}: op.{name} has batch_size > 1 but no auto_batching_timeout (ms); "
                 "without it a request waits until the batch is full"
             )
-    unknown = set(ops) - set(OP_NAMES)
-    if unknown:
-        raise ConfigError(f"{where}: unknown op sections {sorted(unknown)}; ops are {OP_NAMES}")
 
 
 def _format_validation(err: ValidationError) -> str:

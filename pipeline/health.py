@@ -1,23 +1,18 @@
 """Readiness: a model is ready once a real request for its task went through the whole pipeline.
 
-The KServe server starts a :class:`WarmUp` thread beside the pipeline. It waits until the
-pipeline's ports accept connections, then sends one small request per served task to the RPC port
-(tokenize -> model -> decode, the path clients use) until each answers with ``err_no`` 0, and marks
-that model ready. ``/v2/health/ready`` is true when every served model is; ``/v2/health/live`` only
-needs the process to answer HTTP.
-
-Waiting for the ports matters: Paddle Serving forks its HTTP proxy process right after its gRPC
-server starts, and a gRPC call made from this process during that fork has crashed it (SIGSEGV
-with the Paddle backend). Once the proxy's HTTP port accepts connections the fork is over.
+The KServe app starts a :class:`WarmUp` thread once the pipeline runs (after every fork the
+server makes). It sends one small request per served task through the pipeline (tokenize ->
+model -> decode, the path clients use) until each answers with ``err_no`` 0, and marks that model
+ready. ``/v2/health/ready`` is true when every served model is; ``/v2/health/live`` only needs
+the process to answer HTTP.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pipeline.model_card import ModelCard
@@ -65,31 +60,19 @@ def warmup_request(task: str, card: ModelCard) -> dict[str, str]:
     return kv
 
 
-def port_open(port: int, host: str = "127.0.0.1", timeout_s: float = 0.5) -> bool:
-    """Whether ``host:port`` accepts a TCP connection (no protocol spoken)."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
 class WarmUp:
-    """Once ``wait_ports`` accept connections (``pipeline_up``), sends each model's warm-up request
-    through ``forward`` (key/value body -> Response dict) until it succeeds; then the model is ready."""
+    """Sends each model's warm-up request through ``forward`` (key/value pairs -> answer dict)
+    until it succeeds; then the model is ready."""
 
     def __init__(
         self,
-        forward: Callable[[dict[str, Any]], dict[str, Any]],
+        forward: Callable[[dict[str, str]], dict[str, Any]],
         cards: dict[str, ModelCard],
         readiness: Readiness,
-        wait_ports: Sequence[int] = (),
         interval_s: float = 0.5,
         on_ready: Callable[[str], None] | None = None,
     ):
         self._forward = forward
-        self._wait_ports = list(wait_ports)
-        self.pipeline_up = threading.Event()
         self._cards = cards
         self._readiness = readiness
         self._interval = interval_s
@@ -107,8 +90,8 @@ class WarmUp:
     def _try(self, task: str) -> bool:
         kv = warmup_request(task, self._cards[task])
         try:
-            answer = self._forward({"key": list(kv), "value": list(kv.values())})
-        except Exception as e:  # the RPC port is not up yet, or the DAG is still loading
+            answer = self._forward(kv)
+        except Exception as e:  # the DAG is still loading
             logger.debug("warm-up %s: %s", task, e)
             return False
         if int(answer.get("err_no", 0)) != 0:
@@ -119,10 +102,6 @@ class WarmUp:
         return True
 
     def _run(self) -> None:
-        while not all(port_open(p) for p in self._wait_ports):
-            if self._stop.wait(self._interval):
-                return
-        self.pipeline_up.set()
         pending = [m for m in self._readiness.models if not self._readiness.model_ready(m)]
         while pending and not self._stop.is_set():
             for task in list(pending):

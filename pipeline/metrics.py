@@ -1,7 +1,7 @@
 """Prometheus metrics of the service, and the one structured log line per request.
 
 The ops record into one process-wide :class:`IEMetrics` (:func:`get_metrics`), which the metrics
-server (:func:`start_metrics_server`) exposes as Prometheus text. That assumes thread ops
+app (:func:`metrics_app`) serves as Prometheus text. That assumes thread ops
 (``dag.is_thread_op: true``, the default): with process ops each op process would count on its own
 and the server would see none of it.
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -124,18 +123,24 @@ def model_ready_setter(models: Sequence[str], metrics: IEMetrics | None = None) 
     return lambda name: m.model_ready.labels(name).set(1)
 
 
-def start_metrics_server(port: int, bind: str = "0.0.0.0", metrics: IEMetrics | None = None):
-    """Serve ``GET /metrics`` (Prometheus text) in a daemon thread; returns the HTTP server.
+def metrics_app(limits, metrics: IEMetrics | None = None):
+    """The ASGI app of ``GET /metrics`` (Prometheus text); ``limits`` are the HTTP limits."""
+    from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
 
-    Raises OSError when the port cannot be bound.
-    """
-    from prometheus_client import disable_created_metrics, start_http_server
+    from pipeline.errors import MethodNotAllowed, NotFound
+    from pipeline.http.app import HttpApp, Response
 
     disable_created_metrics()  # no *_created series beside each counter and histogram
-    server, _thread = start_http_server(port, addr=bind, registry=(metrics or get_metrics()).registry)
-    os.register_at_fork(after_in_child=server.socket.close)  # forked children must not hold the port
-    logger.info("metrics on port %d (/metrics)", server.server_address[1])
-    return server
+    registry = (metrics or get_metrics()).registry
+
+    async def handle(request) -> Response:
+        if request.path != "/metrics":
+            raise NotFound(f"no route {request.path}; metrics are at /metrics")
+        if request.method not in ("GET", "HEAD"):
+            raise MethodNotAllowed(f"method {request.method} is not allowed; use GET")
+        return Response(200, generate_latest(registry), [(b"content-type", CONTENT_TYPE_LATEST.encode())])
+
+    return HttpApp(handle, limits, lambda e: {"error": e.message}, "metrics")
 
 
 @dataclass

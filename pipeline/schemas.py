@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.config import Limits
-from pipeline.errors import InvalidRequest, InvalidSchema, InvalidText, LimitExceeded
+from pipeline.errors import InvalidRequest, InvalidSchema, InvalidText, LimitExceeded, NestedTooDeeply
 
 REQUEST_KEYS = frozenset({"task", "text", "schema", "position_prob"})
 RESULT_KEY = "result"
@@ -37,28 +37,57 @@ class IERequest(BaseModel):
     position_prob: float | None = Field(default=None, gt=0.0, lt=1.0)
 
 
-def _parse_texts(raw: Any) -> list[Any]:
+def nests_deeper_than(value: Any, max_depth: int) -> bool:
+    """Whether ``value`` (parsed JSON) has lists/objects nested more than ``max_depth`` levels."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, list | dict))
+    return False
+
+
+def loads_json(data: str | bytes, max_depth: int, what: str) -> Any:
+    """``json.loads`` that refuses documents nested deeper than ``max_depth`` (NestedTooDeeply).
+
+    Other malformed input raises ``ValueError`` (``json.JSONDecodeError``, ``UnicodeDecodeError``)
+    for the caller to word.
+    """
+    try:
+        value = json.loads(data)
+    except RecursionError as e:  # deeper than the interpreter's limit: far over ours
+        raise NestedTooDeeply(f"{what} is nested too deeply (the limit is {max_depth} levels)") from e
+    if isinstance(value, list | dict) and nests_deeper_than(value, max_depth):
+        raise NestedTooDeeply(f"{what} is nested too deeply (the limit is {max_depth} levels)")
+    return value
+
+
+def _parse_texts(raw: Any, max_depth: int) -> list[Any]:
     if isinstance(raw, list):
         return raw
     if not isinstance(raw, str):
         raise InvalidRequest("'text' must be a string or a JSON list of strings")
     if raw.lstrip().startswith("["):
         try:
-            parsed = json.loads(raw)
-        except json.JSONDecodeError:
+            parsed = loads_json(raw, max_depth, "'text'")
+        except ValueError:
             return [raw]
         if isinstance(parsed, list):
             return parsed
     return [raw]
 
 
-def _parse_schema(raw: Any) -> Any:
+def _parse_schema(raw: Any, max_depth: int) -> Any:
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         raise InvalidSchema("task 'uie' needs a 'schema' (a JSON list or object of names)")
     if isinstance(raw, str):
         try:
-            return json.loads(raw)
-        except json.JSONDecodeError:
+            return loads_json(raw, max_depth, "'schema'")
+        except NestedTooDeeply as e:
+            raise InvalidSchema(e.message) from e
+        except ValueError:
             # A bare name such as 人物 is a valid one-node schema.
             return raw
     return raw
@@ -75,14 +104,14 @@ def parse_request(kv: dict[str, Any], limits: Limits) -> IERequest:
     task = kv["task"]
     if task not in ("uie", "spo"):
         raise InvalidRequest(f"unknown task {task!r}; use 'uie' or 'spo'")
-    texts = _parse_texts(kv["text"])
+    texts = _parse_texts(kv["text"], limits.max_json_depth)
     if not texts:
         raise InvalidRequest("'text' is an empty list")
     if len(texts) > limits.max_texts:
         raise LimitExceeded(f"{len(texts)} texts in one request; the limit is {limits.max_texts}")
     fields: dict[str, Any] = {"task": task, "texts": texts}
     if task == "uie":
-        fields["schema"] = _parse_schema(kv.get("schema"))
+        fields["schema"] = _parse_schema(kv.get("schema"), limits.max_json_depth)
     elif kv.get("schema") not in (None, ""):
         raise InvalidRequest("task 'spo' takes no 'schema'")
     if kv.get("position_prob") not in (None, ""):
@@ -99,6 +128,15 @@ def parse_request(kv: dict[str, Any], limits: Limits) -> IERequest:
         raise InvalidRequest(f"'{'.'.join(map(str, err['loc']))}': {err['msg']}") from e
 
 
+def _lone_surrogate(text: str) -> int | None:
+    """Index of the first lone surrogate (text that cannot be encoded as UTF-8), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return e.start
+    return None
+
+
 def _is_blank(text: str) -> bool:
     return all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zs") for c in text)
 
@@ -109,6 +147,9 @@ def check_text(item: Any, limits: Limits) -> str:
         raise InvalidText(f"a text must be a string, got {type(item).__name__}")
     if not item or _is_blank(item):
         raise InvalidText("empty or whitespace-only text")
+    bad = _lone_surrogate(item)
+    if bad is not None:
+        raise InvalidText(f"not valid Unicode: a lone surrogate (U+{ord(item[bad]):04X}) at index {bad}")
     if len(item) > limits.max_text_chars:
         raise LimitExceeded(
             f"text of {len(item)} chars; the limit is {limits.max_text_chars} (ie.limits.max_text_chars)"

@@ -1,11 +1,13 @@
 """Runs a prepared ``PipelineServer`` until SIGTERM/SIGINT, then drains in-flight requests.
 
-``PipelineServer.run_server`` blocks in ``wait_for_termination`` and dies mid-request on SIGTERM.
-This does what its non-``build_dag_each_worker`` branch does (one gRPC server with a
-``PipelineServicer``, then the Go HTTP gateway) and on a signal stops taking new requests and
-waits up to ``grace_s`` for the ones in flight. With process ops it also stops, after a short
-drain, when an op worker process dies (:mod:`pipeline.watchdog`). It reads the server's prepared
-settings from PipelineServer's attributes, which Paddle Serving 0.9.0 sets in ``prepare_server``.
+``PipelineServer.run_server`` blocks in ``wait_for_termination``, dies mid-request on SIGTERM,
+binds gRPC to every address and leaves its HTTP gateway process running. This does what its
+non-``build_dag_each_worker`` branch does (one gRPC server with the pipeline's servicer, then
+optionally the Go HTTP gateway) with our :class:`~pipeline.serving_compat.GuardedServicer`, on
+``bind_address``; on a signal it stops taking new requests and waits up to ``grace_s`` for the
+ones in flight. With process ops it also stops, after a short drain, when an op worker process
+dies (:mod:`pipeline.watchdog`). It reads the server's prepared settings from PipelineServer's
+attributes, which Paddle Serving 0.9.0 sets in ``prepare_server``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
 
+from pipeline.serving_compat import GuardedServicer, pipeline_service_pb2_grpc, start_go_gateway
 from pipeline.watchdog import WorkerDeath, WorkerWatchdog, op_workers
 
 logger = logging.getLogger(__name__)
@@ -27,25 +30,32 @@ _GRPC_OPTIONS = [
 ]
 
 
+def grpc_address(host: str, port: int) -> str:
+    """``host:port`` as gRPC writes it (IPv6 addresses in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def run_until_signal(
     server,
+    bind_address: str = "0.0.0.0",
     grace_s: float = 30.0,
+    on_started: Callable[[GuardedServicer], None] | None = None,
     before_drain: Sequence[Callable[[], None]] = (),
-    after_drain: Sequence[Callable[[], None]] = (),
+    while_draining: Sequence[Callable[[float], None]] = (),
+    go_gateway_port: int | None = None,
     stop_event: threading.Event | None = None,
     death_grace_s: float = 5.0,
 ) -> WorkerDeath | None:
     """Serve ``server`` (a prepared PipelineServer); return after a drained shutdown.
 
-    ``before_drain`` callables run first (e.g. report not-ready), ``after_drain`` ones once the
-    in-flight requests have finished (e.g. stop the HTTP gateways). Returns None after a signal,
+    ``on_started`` gets the servicer once gRPC listens and every helper process is forked (start
+    in-process HTTP edges there). On a signal, ``before_drain`` callables run first (e.g. report
+    not-ready), then gRPC refuses new calls and ``while_draining`` callables get the seconds left
+    (e.g. stop the HTTP servers once their requests are answered). Returns None after a signal,
     or the :class:`WorkerDeath` that stopped the server (the drain then lasts ``death_grace_s``:
     requests inside the dead worker never finish).
     """
     import grpc
-    from paddle_serving_server.pipeline.pipeline_server import PipelineServicer
-
-    from pipeline.serving_compat import pipeline_service_pb2_grpc
 
     if server._build_dag_each_worker:
         raise ValueError("build_dag_each_worker: true is not supported; use worker_num threads")
@@ -54,14 +64,16 @@ def run_until_signal(
     grpc_server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=server._worker_num), options=_GRPC_OPTIONS
     )
-    servicer = PipelineServicer(server._name, server._response_op, server._conf)
+    servicer = GuardedServicer(server._name, server._response_op, server._conf)
     pipeline_service_pb2_grpc.add_PipelineServiceServicer_to_server(servicer, grpc_server)
-    if grpc_server.add_insecure_port(f"[::]:{server._rpc_port}") == 0:
-        raise OSError(f"cannot listen on rpc_port {server._rpc_port}")
+    if grpc_server.add_insecure_port(grpc_address(bind_address, server._rpc_port)) == 0:
+        raise OSError(f"cannot listen on {bind_address}:{server._rpc_port} (rpc_port)")
     grpc_server.start()
     watchdog = WorkerWatchdog(op_workers(servicer._dag_executor._dag), lambda _: stop.set()).start()
-    server._run_grpc_gateway(grpc_port=server._rpc_port, http_port=server._http_port or 0)
-    logger.info("ready: RPC on %s", server._rpc_port)
+    gateway = start_go_gateway(server._rpc_port, go_gateway_port) if go_gateway_port else None
+    if on_started is not None:
+        on_started(servicer)
+    logger.info("ready: RPC on %s", grpc_address(bind_address, server._rpc_port))
     try:
         stop.wait()
     finally:
@@ -69,17 +81,25 @@ def run_until_signal(
         grace = grace_s if watchdog.death is None else min(grace_s, death_grace_s)
         logger.info("shutting down: draining in-flight requests (up to %.0fs)", grace)
         _run_all(before_drain)
-        grpc_server.stop(grace).wait()
-        _run_all(after_drain)
+        drained = grpc_server.stop(grace)
+        _run_all([lambda step=step: step(grace) for step in while_draining])
+        drained.wait()
         watchdog.terminate_workers()
-        proxy = getattr(server, "_proxy_server", None)
-        if proxy is not None and proxy.is_alive():
-            proxy.terminate()
-            proxy.join(5)
+        if gateway is not None:
+            _stop_process(gateway)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         logger.info("stopped")
     return watchdog.death
+
+
+def _stop_process(proc, timeout_s: float = 5.0) -> None:
+    if proc.is_alive():
+        proc.terminate()
+        proc.join(timeout_s)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(timeout_s)
 
 
 def _run_all(callbacks: Sequence[Callable[[], None]]) -> None:

@@ -13,14 +13,42 @@ install needs neither.
 
 ``PipelineClient`` is the stock one without the timing lines its ``predict`` prints to stdout.
 
+The edge of the framework is ours too:
+
+- :class:`IERequestOp` unpacks a request's ``key``/``value`` strings and nothing else. The stock
+  request op also decodes request ``tensors``, with ``np.load(..., allow_pickle=True)`` for
+  ``elem_type`` 13: whoever reaches the port could make the server run code. Requests carrying
+  tensors are refused with ``err_no`` 5000 before any of their bytes are read.
+- :class:`GuardedServicer` is the gRPC servicer whose answers never carry the framework's
+  exception texts: client errors (``err_no`` 5000) keep their message, anything else is logged
+  and answered with a short message and the log id. The HTTP edges call the same servicer in
+  process (:func:`call_pipeline`), so every route gets the same guard.
+- :func:`start_go_gateway` starts Paddle Serving's Go HTTP gateway in a child process, as
+  ``PipelineServer`` does, but under our name so that the server can stop it.
+
 Import the pipeline classes from here, never from ``paddle_serving_server`` directly.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
+import multiprocessing
 import sys
 import types
+from pathlib import Path
+
+from pipeline.errors import (
+    ERR_CLOSED,
+    ERR_INPUT,
+    ERR_NO_SERVICE,
+    ERR_OK,
+    ERR_TIMEOUT,
+    ERR_UNKNOWN,
+    internal_message,
+)
+
+logger = logging.getLogger(__name__)
 
 
 class _UnavailableClient:
@@ -67,11 +95,103 @@ from paddle_serving_server.pipeline import (  # noqa: E402
     ResponseOp,
 )
 from paddle_serving_server.pipeline import PipelineClient as _StockPipelineClient  # noqa: E402
+from paddle_serving_server.pipeline.pipeline_server import PipelineServicer  # noqa: E402
 from paddle_serving_server.pipeline.proto import (  # noqa: E402
     pipeline_service_pb2,
     pipeline_service_pb2_grpc,
 )
 from paddle_serving_server.proto import general_model_config_pb2  # noqa: E402
+
+
+def request_refusal(request) -> str | None:
+    """Why a ``Request`` message is refused before it enters the DAG, or None."""
+    if len(request.tensors):
+        return (
+            "the field 'tensors' is not accepted by this service; "
+            "send the request as 'key' and 'value' string lists"
+        )
+    if len(request.key) != len(request.value):
+        return (
+            f"'key' has {len(request.key)} entries and 'value' {len(request.value)}; "
+            "give exactly one value per key"
+        )
+    if len(set(request.key)) != len(request.key):
+        twice = sorted({k for k in request.key if list(request.key).count(k) > 1})
+        return f"keys given more than once: {twice}"
+    return None
+
+
+class IERequestOp(RequestOp):
+    """The DAG's request op: ``key``/``value`` strings in, refusals as ``err_no`` 5000."""
+
+    def unpack_request_package(self, request):
+        """``Request`` -> (dict of key/value strings, log id, error number or None, message)."""
+        refusal = request_refusal(request)
+        if refusal is not None:
+            return {}, request.logid, ERR_INPUT, refusal
+        return dict(zip(request.key, request.value, strict=True)), request.logid, None, ""
+
+
+# Pipeline error numbers whose message a client may read as it is.
+_CLIENT_READABLE = {ERR_OK, ERR_INPUT, ERR_NO_SERVICE}
+_FIXED_MESSAGES = {
+    ERR_TIMEOUT: "the request timed out inside the pipeline (op timeout)",
+    ERR_CLOSED: "the service is shutting down",
+}
+
+
+def guard_answer(response, log_id: int = 0):
+    """``response`` with any message that is not for clients replaced (and logged)."""
+    err_no = response.err_no
+    if err_no in _CLIENT_READABLE:
+        return response
+    message = _FIXED_MESSAGES.get(err_no) or internal_message(log_id)
+    if response.err_msg != message:
+        logger.error("log_id=%s pipeline answered err_no=%s: %s", log_id, err_no, response.err_msg)
+    answer = pipeline_service_pb2.Response()
+    answer.err_no = err_no
+    answer.err_msg = message
+    return answer
+
+
+class GuardedServicer(PipelineServicer):
+    """``PipelineServicer`` whose answers pass :func:`guard_answer` and which never raises."""
+
+    def inference(self, request, context):
+        try:
+            response = super().inference(request, context)
+        except Exception:
+            logger.exception("log_id=%s the pipeline failed", request.logid)
+            response = pipeline_service_pb2.Response()
+            response.err_no = ERR_UNKNOWN
+            response.err_msg = internal_message(request.logid)
+        return guard_answer(response, request.logid)
+
+
+def call_pipeline(servicer: GuardedServicer, request):
+    """Run one ``Request`` through the servicer in this process (blocks until it is answered)."""
+    return servicer.inference(request, None)
+
+
+def _go_gateway_library() -> Path:
+    from paddle_serving_server.pipeline import gateway
+
+    return Path(gateway.__file__).parent / "libproxy_server.so"
+
+
+def _run_go_gateway(rpc_port: int, http_port: int) -> None:
+    from ctypes import cdll
+
+    cdll.LoadLibrary(str(_go_gateway_library())).run_proxy_server(rpc_port, http_port)
+
+
+def start_go_gateway(rpc_port: int, http_port: int) -> multiprocessing.Process:
+    """Paddle Serving's Go gateway (HTTP ``http_port`` -> gRPC ``localhost:rpc_port``), started."""
+    proc = multiprocessing.Process(
+        target=_run_go_gateway, args=(rpc_port, http_port), name="go-http-gateway", daemon=True
+    )
+    proc.start()
+    return proc
 
 
 class PipelineClient(_StockPipelineClient):
@@ -108,12 +228,18 @@ class PipelineClient(_StockPipelineClient):
 
 
 __all__ = [
+    "GuardedServicer",
+    "IERequestOp",
     "Op",
     "PipelineClient",
     "PipelineServer",
     "RequestOp",
     "ResponseOp",
+    "call_pipeline",
     "general_model_config_pb2",
+    "guard_answer",
     "pipeline_service_pb2",
     "pipeline_service_pb2_grpc",
+    "request_refusal",
+    "start_go_gateway",
 ]

@@ -11,9 +11,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from client.local_server import ROOT, free_port
+from client.local_server import ROOT, serving
 from pipeline.config import load_config
-from pipeline.kserve import KServeServer
+from pipeline.http.app import HttpLimits
+from pipeline.kserve import KServeApp
 from tests.test_kserve import _cards
 
 DEPLOY = ROOT / "deploy"
@@ -80,18 +81,14 @@ def test_probes_hit_the_health_routes_of_the_kserve_server():
     """The probe paths, asked of a real KServe server with no pipeline behind it yet: live, not ready."""
     container = _container()
     ports = _named_ports()
-    server = KServeServer(free_port(), free_port(), _cards(), "onnx", bind="127.0.0.1", timeout_s=1)
-    server.start()
-    try:
+    with serving(KServeApp(_cards(), "onnx", HttpLimits()).asgi) as port:
         statuses = {}
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             get = container[probe]["httpGet"]
             assert ports[get["port"]] == load_config(ROOT / "config.yml").ie.kserve_http_port
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{server.port}{get['path']}", timeout=5) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{get['path']}", timeout=5) as r:
                     statuses[probe] = r.status
             except urllib.error.HTTPError as e:
                 statuses[probe] = e.code
-    finally:
-        server.stop()
     assert statuses == {"startupProbe": 200, "livenessProbe": 200, "readinessProbe": 503}

@@ -16,10 +16,12 @@ from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
 from client import rpc_client
-from client.local_server import SERVING_MODEL, free_port, run_server
+from client.local_server import SERVING_MODEL, free_port, run_server, serving
 from pipeline.config import Limits
+from pipeline.errors import IEError, http_status_of
 from pipeline.health import warmup_request
-from pipeline.kserve import KServeServer
+from pipeline.http.app import HttpLimits
+from pipeline.kserve import KServeApp
 from pipeline.kserve.protocol import (
     HEADER_LENGTH,
     KServeError,
@@ -151,10 +153,10 @@ def test_pipeline_errors_map_to_http_status():
         None,
         "spo",
     )
-    for err_no, status in ((5000, 400), (10000, 500)):
-        with pytest.raises(KServeError) as err:
+    for err_no, status in ((5000, 400), (6000, 504), (3001, 503), (10000, 500)):
+        with pytest.raises(IEError) as err:
             infer_response("spo", call, {"err_no": err_no, "err_msg": "boom", "key": [], "value": []})
-        assert err.value.status == status and err.value.body() == {"error": "boom"}
+        assert http_status_of(err.value) == status and err.value.message == "boom"
 
 
 def test_warm_up_requests_pass_request_validation():
@@ -171,16 +173,13 @@ def test_warm_up_requests_pass_request_validation():
 
 @pytest.fixture(scope="module")
 def lone_server():
-    server = KServeServer(
-        free_port(), free_port(), _cards(), "onnx", bind="127.0.0.1", max_body_bytes=4096, timeout_s=2
-    )
-    server.start()
-    yield server
-    server.stop()
+    app = KServeApp(_cards(), "onnx", HttpLimits(max_body_bytes=4096))
+    with serving(app.asgi) as port:
+        yield port
 
 
 def test_server_without_pipeline_is_live_not_ready(lone_server):
-    client = triton.InferenceServerClient(f"127.0.0.1:{lone_server.port}")
+    client = triton.InferenceServerClient(f"127.0.0.1:{lone_server}")
     assert client.is_server_live()
     assert not client.is_server_ready()
     assert not client.is_model_ready("uie")
@@ -212,7 +211,7 @@ def test_server_without_pipeline_is_live_not_ready(lone_server):
     ],
 )
 def test_routes_and_statuses(lone_server, path, body, status):
-    req = urllib.request.Request(f"http://127.0.0.1:{lone_server.port}{path}", data=body)
+    req = urllib.request.Request(f"http://127.0.0.1:{lone_server}{path}", data=body)
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
             got, body = resp.status, resp.read()
@@ -306,19 +305,16 @@ def test_live_log_keeps_texts_out(service, client):
 
 
 def test_forked_children_do_not_keep_the_port():
-    """Paddle Serving forks its HTTP proxy after our port is bound; once we stop, the port is free."""
+    """Paddle Serving forks helpers after our port is bound; once we stop, the port is free."""
     import multiprocessing
     import socket
 
-    server = KServeServer(free_port(), free_port(), _cards(), "onnx", bind="127.0.0.1")
-    server.start()
-    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,), daemon=True)
-    child.start()
+    with serving(KServeApp(_cards(), "onnx", HttpLimits()).asgi) as port:
+        child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,), daemon=True)
+        child.start()
     try:
-        server.stop()
         with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("127.0.0.1", server.port))
+            s.bind(("127.0.0.1", port))
             s.listen()
     finally:
         child.kill()

@@ -11,22 +11,23 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from client.local_server import SERVING_MODEL, free_port, run_server
+from client.local_server import SERVING_MODEL, free_port, run_server, serving
 from client.request import build_request
 from client.rpc_client import connect
 from pipeline.errors import InferenceError, InvalidRequest, InvalidText
+from pipeline.http.app import HttpLimits
 from pipeline.jobs import RequestJob
 from pipeline.metrics import (
     CountingEngineJob,
     IEMetrics,
     finish_request,
     format_fields,
+    metrics_app,
     outcome_of,
     record_model_run,
     record_queue,
     record_rejected,
     request_log_fields,
-    start_metrics_server,
     start_trace,
 )
 from pipeline.spo_job import SPOJob
@@ -101,12 +102,11 @@ def test_rejected_requests_keep_labels_bounded():
 def test_metrics_server_serves_prometheus_text():
     m = IEMetrics()
     m.set_backend("onnx")
-    server = start_metrics_server(free_port(), "127.0.0.1", m)
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/metrics", timeout=5) as r:
-            families = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
-    finally:
-        server.shutdown()
+    with (
+        serving(metrics_app(HttpLimits(), m)) as port,
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r,
+    ):
+        families = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
     assert families["ie_backend_info"].samples[0].labels == {"backend": "onnx"}
     assert {"ie_requests", "ie_request_latency_seconds", "ie_queue_seconds", "ie_tokens"} <= set(families)
 

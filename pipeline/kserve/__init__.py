@@ -1,5 +1,5 @@
 """KServe v2 (Open Inference Protocol) over HTTP, beside Paddle Serving's JSON route."""
 
-from pipeline.kserve.server import KServeServer
+from pipeline.kserve.server import KServeApp
 
-__all__ = ["KServeServer"]
+__all__ = ["KServeApp"]

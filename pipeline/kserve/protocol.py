@@ -15,7 +15,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.errors import ERR_INPUT
+from pipeline.errors import ERR_INPUT, ERR_UNKNOWN, GRPC_CODES, IEError, error_from_answer
+from pipeline.schemas import loads_json
 
 SERVER_NAME = "ie-serving"
 SERVER_VERSION = "0.1.0"
@@ -26,13 +27,22 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 RESULT_OUTPUT = "result"
 
 
-class KServeError(Exception):
-    """A request the protocol layer refuses; ``status`` is the HTTP status."""
+_GRPC_BY_STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 405: "UNIMPLEMENTED", 413: "RESOURCE_EXHAUSTED"}
+
+
+class KServeError(IEError):
+    """A request the protocol layer refuses, with the HTTP status the protocol gives it."""
 
     def __init__(self, status: int, message: str):
         super().__init__(message)
-        self.status = status
-        self.message = message
+        self.http_status = status  # type: ignore[misc]  # per instance: the protocol decides
+        self.grpc_status = _GRPC_BY_STATUS.get(status, "INTERNAL")  # type: ignore[misc]
+        self.err_no = ERR_INPUT if 400 <= status < 500 else ERR_UNKNOWN  # type: ignore[misc]
+        assert self.grpc_status in GRPC_CODES
+
+    @property
+    def status(self) -> int:
+        return self.http_status
 
     def body(self) -> dict[str, str]:
         return {"error": self.message}
@@ -103,7 +113,7 @@ def _elements(tensor: dict[str, Any], binary: bytes, offset: int) -> tuple[list[
         try:
             items = [b.decode("utf-8") for b in decode_bytes_tensor(binary[offset : offset + size])]
         except UnicodeDecodeError as e:
-            raise KServeError(400, f"input '{name}' is not UTF-8 text: {e}") from e
+            raise KServeError(400, f"input '{name}': element bytes are not UTF-8 text") from e
         offset += size
     elif "data" in tensor:
         items = _flatten(tensor["data"])
@@ -131,16 +141,17 @@ class InferCall:
         return int(rid) if rid.isdigit() and len(rid) < 19 else 0
 
 
-def parse_infer_request(body: bytes, header_length: int | None, task: str) -> InferCall:
-    """``POST /v2/models/<task>/infer`` body -> :class:`InferCall`; raises KServeError (400)."""
+def parse_infer_request(body: bytes, header_length: int | None, task: str, max_depth: int = 64) -> InferCall:
+    """``POST /v2/models/<task>/infer`` body -> :class:`InferCall`; raises KServeError (400)
+    or NestedTooDeeply."""
     if header_length is not None and not 0 <= header_length <= len(body):
         raise KServeError(400, f"{HEADER_LENGTH} {header_length} is outside the body")
     header = body if header_length is None else body[:header_length]
     binary = b"" if header_length is None else body[header_length:]
     try:
-        request = json.loads(header.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise KServeError(400, f"the request is not valid JSON: {e}") from e
+        request = loads_json(header.decode("utf-8"), max_depth, "the request")
+    except ValueError as e:
+        raise KServeError(400, "the request is not valid JSON (UTF-8)") from e
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
         raise KServeError(400, "the request must be a JSON object with an 'inputs' list")
     allowed = {i["name"] for i in model_inputs(task)}
@@ -172,16 +183,11 @@ def parse_infer_request(body: bytes, header_length: int | None, task: str) -> In
     return InferCall(kv=kv, request_id=None if rid is None else str(rid), binary_output=binary_output)
 
 
-def pipeline_status(err_no: int) -> int:
-    """HTTP status of a whole-request pipeline error: 400 for input errors, else 500."""
-    return 400 if err_no == ERR_INPUT else 500
-
-
 def infer_response(task: str, call: InferCall, answer: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
     """The pipeline's Response (as a dict) -> HTTP body and headers; raises KServeError on errors."""
     err_no = int(answer.get("err_no", 0) or 0)
     if err_no != 0:
-        raise KServeError(pipeline_status(err_no), answer.get("err_msg") or f"err_no {err_no}")
+        raise error_from_answer(err_no, answer.get("err_msg") or f"err_no {err_no}")
     values = dict(zip(answer.get("key", []), answer.get("value", []), strict=False))
     if RESULT_OUTPUT not in values:
         raise KServeError(500, "the pipeline answered without a result")

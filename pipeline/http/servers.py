@@ -1,0 +1,121 @@
+"""Listening sockets and the one event-loop thread that serves every HTTP port with uvicorn.
+
+Sockets are bound at start-up (:func:`bind`), so a taken port stops the server with its config
+key before anything else starts; they are closed in forked children. The servers run in one
+daemon thread (uvicorn installs no signal handlers outside the main thread: the main thread's
+SIGTERM handler drains the pipeline first, then calls :meth:`HttpServers.stop`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+
+import uvicorn
+
+from pipeline.http.protocol import protocol_class
+
+logger = logging.getLogger(__name__)
+
+BACKLOG = 2048
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (SO_REUSEADDR: TIME_WAIT does not count as taken).
+
+    Raises OSError when a live socket holds the port.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6 and host == "::":
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(False)
+    os.register_at_fork(after_in_child=sock.close)  # forked helpers must not hold our ports
+    return sock
+
+
+@dataclass(frozen=True)
+class HttpTimeouts:
+    read_s: float = 10.0
+    keepalive_s: float = 5.0
+
+
+class HttpServers:
+    """uvicorn servers for ``(name, socket, ASGI app)`` triples, in one background thread."""
+
+    def __init__(self, timeouts: HttpTimeouts, max_head_bytes: int):
+        self._timeouts = timeouts
+        self._max_head_bytes = max_head_bytes
+        self._servers: list[tuple[str, socket.socket, uvicorn.Server]] = []
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = threading.Event()
+
+    def add(self, name: str, sock: socket.socket, app) -> None:
+        config = uvicorn.Config(
+            app,
+            http=protocol_class(self._timeouts.read_s),
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            server_header=False,
+            date_header=True,
+            backlog=BACKLOG,
+            timeout_keep_alive=max(1, round(self._timeouts.keepalive_s)),
+            h11_max_incomplete_event_size=self._max_head_bytes,
+        )
+        self._servers.append((name, sock, uvicorn.Server(config)))
+
+    def start(self) -> None:
+        """Serve every added socket; returns once all of them accept connections."""
+        if not self._servers:
+            return
+        self._thread = threading.Thread(target=self._run, name="http-servers", daemon=True)
+        self._thread.start()
+        if not self._started.wait(30):
+            raise RuntimeError("the HTTP servers did not start within 30 s")
+        for name, sock, _ in self._servers:
+            logger.info("%s HTTP on %s:%d", name, *sock.getsockname()[:2])
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+
+        async def serve_all() -> None:
+            tasks = [asyncio.create_task(s.serve(sockets=[sock])) for _, sock, s in self._servers]
+            while not all(s.started for _, _, s in self._servers):
+                if any(t.done() for t in tasks):
+                    break
+                await asyncio.sleep(0.01)
+            self._started.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        try:
+            loop.run_until_complete(serve_all())
+        finally:
+            self._started.set()
+            loop.close()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop accepting, finish the answers being written, close every connection."""
+        for _, _, server in self._servers:
+            server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                for _, _, server in self._servers:
+                    server.force_exit = True
+                self._thread.join(timeout_s)
+        for _, sock, _ in self._servers:
+            sock.close()
