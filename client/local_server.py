@@ -84,6 +84,10 @@ class RunningServer:
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}/ie/prediction"
 
+    def config(self) -> dict:
+        """The config.yml the server runs with."""
+        return yaml.safe_load((self.workdir / "config.yml").read_text(encoding="utf-8"))
+
     def log(self) -> str:
         path = self.workdir / "server.log"
         return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
@@ -115,11 +119,13 @@ def write_config(
             else:
                 section[key] = value
     conf["ie"]["backend"] = backend
+    conf["ie"].setdefault("bind_address", "127.0.0.1")
     for name, model in conf["ie"]["models"].items():
         model["dir"] = str(app / "serving_model" / name)
     conf["ie"].setdefault("kserve_http_port", free_port())
     conf["ie"].setdefault("metrics_port", free_port())
     models = ie.pop("models", {})
+    conf["ie"].setdefault("limits", {}).update(ie.pop("limits", {}))
     conf["ie"].update(ie)
     for name, model in models.items():
         conf["ie"]["models"][name].update(model)
@@ -163,29 +169,40 @@ def run_server(
     ``app`` is the repo, or a copy of the image's files (:func:`image_app_copy`).
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    rpc_port, http_port = free_port(), free_port()
-    config = write_config(workdir, backend, rpc_port, http_port, app, dag, op, **ie)
-    log = open(workdir / "server.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            *([python] if isinstance(python, str) else python),
-            str(app / "web_service.py"),
-            "--config",
-            str(config),
-        ],
-        cwd=workdir,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(app), **(env or {})},
-        start_new_session=True,
-    )
-    server = RunningServer(proc, rpc_port, http_port, workdir)
+    config = write_config(workdir, backend, free_port(), free_port(), app, dag, op, **ie)
+    server = start_server(workdir, config, python, env, app)
     try:
         wait_ready(server, ready_timeout)
         yield server
     finally:
-        stop(proc)
-        log.close()
+        stop(server.proc)
+
+
+def start_server(
+    workdir: Path,
+    config: Path,
+    python: str | list[str] = sys.executable,
+    env: dict | None = None,
+    app: Path = ROOT,
+) -> RunningServer:
+    """Start ``app``/web_service.py with ``config`` in its own session (the log appends to
+    ``workdir``/server.log); returns at once: :func:`wait_ready` waits for it."""
+    conf = yaml.safe_load(config.read_text(encoding="utf-8"))
+    with open(workdir / "server.log", "ab") as log:
+        proc = subprocess.Popen(
+            [
+                *([python] if isinstance(python, str) else python),
+                str(app / "web_service.py"),
+                "--config",
+                str(config),
+            ],
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(app), **(env or {})},
+            start_new_session=True,
+        )
+    return RunningServer(proc, conf["rpc_port"], conf["http_port"], workdir)
 
 
 def stop(proc: subprocess.Popen, grace: float = 15.0) -> int:

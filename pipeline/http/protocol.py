@@ -44,14 +44,16 @@ class _Connection(h11.Connection):
 
 
 def framing_error(exc: h11.RemoteProtocolError | None) -> IEError:
-    """The typed error for a request h11 could not parse."""
+    """The typed error for a request h11 could not parse (h11's own text, which can quote the
+    request's bytes as a Python repr, is not passed on)."""
     hint = getattr(exc, "error_status_hint", 400)
-    detail = str(exc) if exc is not None and str(exc) else "malformed HTTP request"
     if hint == 431:
         return HeadersTooLarge("the request head is larger than this server accepts")
     if hint == 501:
-        return NotImplementedByServer(f"not implemented: {detail}")
-    return InvalidRequest(f"invalid HTTP request: {detail}")
+        return NotImplementedByServer("only the chunked transfer coding is supported")
+    return InvalidRequest(
+        "invalid HTTP/1.1 request (request line, header syntax or conflicting Content-Length)"
+    )
 
 
 def error_json(exc: IEError) -> bytes:
@@ -107,10 +109,15 @@ class IEH11Protocol(H11Protocol):
     def send_400_response(self, msg: str) -> None:
         """Answer a framing error with its status and a JSON body; close the connection."""
         exc = framing_error(self.conn.last_error)
-        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+        body = error_json(exc)
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
         try:
             self.transport.write(self.conn.send(h11.Response(status_code=exc.http_status, headers=headers)))
-            self.transport.write(self.conn.send(h11.Data(data=error_json(exc))))
+            self.transport.write(self.conn.send(h11.Data(data=body)))
             self.transport.write(self.conn.send(h11.EndOfMessage()))
         except h11.LocalProtocolError:  # h11 cannot write a response in this state
             pass
