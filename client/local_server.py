@@ -119,7 +119,7 @@ def write_config(
             else:
                 section[key] = value
     conf["ie"]["backend"] = backend
-    conf["ie"].setdefault("bind_address", "127.0.0.1")
+    conf["ie"]["bind_address"] = "127.0.0.1"  # tests and benchmarks listen on loopback only
     for name, model in conf["ie"]["models"].items():
         model["dir"] = str(app / "serving_model" / name)
     conf["ie"].setdefault("kserve_http_port", free_port())
