@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from client import rpc_client
 from client.local_server import SERVING_MODEL, free_port, run_server, start_server, wait_ready, write_config
@@ -317,6 +319,72 @@ def test_hostile_framing_gets_a_json_error(server, port_name, raw, status):
     (_, headers, body) = answers[0]
     assert headers["content-type"] == "application/json" and json.loads(body)["error"]
     assert_clean(body)
+
+
+_METHODS = st.sampled_from([b"GET", b"POST", b"PUT", b"BREW", b"get", b"", b"G\x00T", b"POST /x"])
+_TARGETS = st.sampled_from([b"/ie/prediction", b"/v2/models/spo/infer", b"/metrics", b"*", b"", b"/%ff"])
+_VERSIONS = st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.1x", b""])
+_HEADER = st.one_of(
+    st.sampled_from(
+        [
+            b"Content-Length: 5",
+            b"Content-Length: -1",
+            b"Content-Length: 99999999999999999999",
+            b"Content-Length: 5, 6",
+            b"Transfer-Encoding: chunked",
+            b"Transfer-Encoding: chunked, gzip",
+            b"Transfer-Encoding:  chunked",
+            b"Content-Encoding: gzip",
+            b"Expect: 100-continue",
+            b"Connection: close",
+            b" folded: line",
+            b"no-colon",
+            b"X: \x00\x7f",
+        ]
+    ),
+    st.binary(max_size=40).map(lambda b: b"X-Fuzz: " + b.replace(b"\r", b"").replace(b"\n", b"")),
+)
+_BODY = st.one_of(
+    st.sampled_from([b"", b"{}", b"0\r\n\r\n", b"5\r\nhello\r\n0\r\n\r\n", b"zz\r\n", b"{" * 200]),
+    st.binary(max_size=200),
+)
+
+
+@st.composite
+def hostile_requests(draw) -> bytes:
+    line = draw(_METHODS) + b" " + draw(_TARGETS) + b" " + draw(_VERSIONS)
+    headers = [b"Host: t", *draw(st.lists(_HEADER, max_size=4))]
+    return line + b"\r\n" + b"\r\n".join(headers) + b"\r\n\r\n" + draw(_BODY)
+
+
+def _answers_or_closes(port: int, raw: bytes) -> None:
+    """Every answer is complete HTTP with a JSON (or metrics) body and no internals; or a close."""
+    got = exchange(port, raw, timeout=READ_TIMEOUT_MS / 1000 + 3, wait_close=True)
+    while got:
+        assert got.startswith(b"HTTP/1.1 "), got[:200]
+        head, _, rest = got.partition(b"\r\n\r\n")
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        assert length is not None, head
+        body, got = rest[: int(length.group(1))], rest[int(length.group(1)) :]
+        status = int(head.split()[1])
+        assert 200 <= status < 600 and status != 500, (status, body)
+        if status >= 400:
+            assert json.loads(body)["error"]
+        assert_clean(body)
+
+
+@pytest.mark.parametrize("port_name", ["gateway", "kserve", "metrics"])
+def test_fuzzed_framing_is_answered_or_closed(server, port_name):
+    port = http_ports(server)[port_name]
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(hostile_requests())
+    def one(raw: bytes) -> None:
+        _answers_or_closes(port, raw)
+
+    one()
+    [(status, _, _)] = responses(exchange(port, b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n"))
+    assert status in (200, 404) and server.proc.poll() is None
 
 
 def test_smuggled_request_is_not_run(server):
