@@ -21,9 +21,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    generate_latest,
+)
 
-from pipeline.errors import InvalidRequest
+from pipeline.errors import InvalidRequest, MethodNotAllowed, NotFound
+from pipeline.http.app import HttpApp, HttpLimits, Request, Response
 from pipeline.jobs import EngineJob, RequestJob
 from pipeline.tokenizer import Encoded
 
@@ -123,17 +133,12 @@ def model_ready_setter(models: Sequence[str], metrics: IEMetrics | None = None) 
     return lambda name: m.model_ready.labels(name).set(1)
 
 
-def metrics_app(limits, metrics: IEMetrics | None = None):
-    """The ASGI app of ``GET /metrics`` (Prometheus text); ``limits`` are the HTTP limits."""
-    from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
-
-    from pipeline.errors import MethodNotAllowed, NotFound
-    from pipeline.http.app import HttpApp, Response
-
+def metrics_app(limits: HttpLimits, metrics: IEMetrics | None = None) -> HttpApp:
+    """The ASGI app of ``GET /metrics`` (Prometheus text)."""
     disable_created_metrics()  # no *_created series beside each counter and histogram
     registry = (metrics or get_metrics()).registry
 
-    async def handle(request) -> Response:
+    async def handle(request: Request) -> Response:
         if request.path != "/metrics":
             raise NotFound(f"no route {request.path}; metrics are at /metrics")
         if request.method not in ("GET", "HEAD"):

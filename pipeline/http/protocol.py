@@ -20,7 +20,13 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from pipeline.errors import HeadersTooLarge, IEError, InvalidRequest, NotImplementedByServer
+from pipeline.errors import (
+    HeadersTooLarge,
+    IEError,
+    InvalidRequest,
+    NotImplementedByServer,
+    grpc_code_of,
+)
 
 
 class _Connection(h11.Connection):
@@ -58,8 +64,6 @@ def framing_error(exc: h11.RemoteProtocolError | None) -> IEError:
 
 def error_json(exc: IEError) -> bytes:
     """The JSON body of an error answered below the apps (the same keys as the gateway's)."""
-    from pipeline.errors import grpc_code_of
-
     body = {"error": exc.message, "code": grpc_code_of(exc), "message": exc.message}
     return json.dumps(body).encode("utf-8")
 
