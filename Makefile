@@ -26,7 +26,7 @@ lint:
 # the nano/base models, measures. `make bench BENCH_ARGS=--quick` runs the < 1 minute demo subset.
 BENCH_ARGS ?=
 bench: setup models
-	$(PY) -m client.benchmark --setup --out bench_out $(BENCH_ARGS)
+	$(PY) -m client.bench --setup --out bench_out $(BENCH_ARGS)
 
 clean:
 	rm -rf build serving_model/uie serving_model/spo serving_model/parity.json PipelineServingLogs ProcessSteps

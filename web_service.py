@@ -15,7 +15,7 @@ import socket
 from ops.decode_op import DecodeOp
 from ops.model_op import ModelOp
 from ops.tokenize_op import TokenizeOp
-from pipeline.backends import create_backend, resolve_backend
+from pipeline.backends import resolve_backend
 from pipeline.config import ServiceConfig, load_config
 from pipeline.errors import ConfigError
 from pipeline.gateway import GatewayApp, go_gateway_runs_here
@@ -23,10 +23,10 @@ from pipeline.http.app import HttpLimits
 from pipeline.http.servers import HttpServers, HttpTimeouts, bind
 from pipeline.kserve import KServeApp
 from pipeline.metrics import metrics_app, model_ready_setter
-from pipeline.models import load_served_models
 from pipeline.pipeline_call import PipelineCall
 from pipeline.process_guard import guard_children
 from pipeline.server_runner import run_until_signal
+from pipeline.service import IEService
 from pipeline.serving_compat import IERequestOp, Op, PipelineServer, ResponseOp
 
 SERVICE_NAME = "ie"
@@ -106,21 +106,24 @@ def bind_port(config: ServiceConfig, key: str, port: int) -> socket.socket:
         ) from e
 
 
-def preflight(config: ServiceConfig) -> tuple[str, dict[str, socket.socket]]:
-    """Check every port and load every model once before the server starts, so that a taken port
-    or a bad file stops start-up with its name.
+def preflight(config: ServiceConfig) -> tuple[IEService, dict[str, socket.socket]]:
+    """Check every port and load every model before the server starts, so that a taken port or a
+    bad file stops start-up with its name.
 
-    Returns the backend kind in use and the bound sockets of the HTTP ports this process serves.
+    Returns the service core (its engines loaded: with thread ops the model op uses them, process
+    ops load their own) and the bound sockets of the HTTP ports this process serves.
     """
     sockets = {key: bind_port(config, key, port) for key, port in _port_keys(config)}
     for key in ("rpc_port", "http_port"):  # gRPC and the Go gateway bind their own
         if key in sockets and (key == "rpc_port" or not use_python_gateway(config)):
             sockets.pop(key).close()
-    kind = resolve_backend(config.ie.backend)
-    for name, model in load_served_models(config.ie).items():
-        create_backend(kind, model.dir, model.card, threads=1, use_onednn=False).close()
+    service = IEService(config.ie, resolve_backend(config.ie.backend))
+    service.start_engines()
+    for name, model in service.models.items():
         logger.info("model %s: %s ok", name, model.dir)
-    return kind, sockets
+    if not config.is_thread_op:
+        service.close()  # each op process loads its own
+    return service, sockets
 
 
 def use_python_gateway(config: ServiceConfig) -> bool:
@@ -140,12 +143,13 @@ class IEWebService:
     def __init__(
         self,
         config: ServiceConfig,
+        service: IEService,
         name: str = SERVICE_NAME,
-        backend: str | None = None,
         sockets: dict[str, socket.socket] | None = None,
     ):
         self.config = config
-        self.backend = backend or resolve_backend(config.ie.backend)
+        self.service = service
+        self.backend = service.backend
         self._server = PipelineServer(name)
         self._sockets = dict(sockets or {})
         ie = config.ie
@@ -163,10 +167,9 @@ class IEWebService:
         self._call: PipelineCall | None = None
 
     def get_pipeline_response(self, read_op: Op) -> Op:
-        ie = self.config.ie
-        tokenize = TokenizeOp(name="tokenize", input_ops=[read_op], settings=ie)
-        model = ModelOp(name="model", input_ops=[tokenize], settings=ie)
-        return DecodeOp(name="decode", input_ops=[model])
+        tokenize = TokenizeOp(name="tokenize", input_ops=[read_op], service=self.service)
+        model = ModelOp(name="model", input_ops=[tokenize], service=self.service)
+        return DecodeOp(name="decode", input_ops=[model], service=self.service)
 
     def prepare_pipeline_config(self) -> None:
         pipeline_conf = dict(self.config.pipeline)
@@ -187,7 +190,7 @@ class IEWebService:
                 "gateway", self._sockets["http_port"], GatewayApp(self._call, self._limits, depth).asgi
             )
         if "ie.kserve_http_port" in self._sockets:
-            cards = {name: m.card for name, m in load_served_models(ie).items()}
+            cards = {name: m.card for name, m in self.service.models.items()}
             self._kserve = KServeApp(
                 cards, self.backend, self._limits, depth, self._call, model_ready_setter(sorted(ie.models))
             )
@@ -241,8 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         if not config.ie.serving_request_logs:
             quiet_serving_request_logs()
         guard_children()
-        backend, sockets = preflight(config)
-        service = IEWebService(config, backend=backend, sockets=sockets)
+        core, sockets = preflight(config)
+        service = IEWebService(config, core, sockets=sockets)
         service.prepare_pipeline_config()
     except ConfigError as e:
         logger.error("cannot start: %s", e.message)

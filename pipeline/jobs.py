@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from pipeline.errors import IEError, error_item
 from pipeline.tokenizer import Encoded
-
-if TYPE_CHECKING:
-    from pipeline.metrics import RequestTrace
 
 
 class EngineJob(Protocol):
@@ -26,6 +23,25 @@ class EngineJob(Protocol):
 
 
 @dataclass
+class RequestTrace:
+    """What the log line and the metrics of one request need; filled stage by stage."""
+
+    log_id: int
+    task: str
+    created: float
+    texts: int = 0
+    text_errors: int = 0
+    rows: int = 0
+    tokens: int = 0
+    batch_requests: int = 0
+    engine_calls: int = 0
+    backend: str = ""
+    queue_s: float | None = None
+    model_s: float | None = None
+    text: Any = None  # the request's texts, kept only with ie.log_requests_text
+
+
+@dataclass
 class RequestJob:
     """One request: ``slots[i]`` is the engine index of text ``i``, or that text's error."""
 
@@ -36,6 +52,13 @@ class RequestJob:
     failure: IEError | None = None
     created: float = field(default_factory=time.perf_counter)
     trace: RequestTrace | None = None  # per-request figures for logs and metrics
+
+    def __post_init__(self) -> None:
+        if self.trace is None:
+            errors = sum(isinstance(s, BaseException) for s in self.slots)
+            self.trace = RequestTrace(
+                self.log_id, self.task, self.created, texts=len(self.slots), text_errors=errors
+            )
 
     def results(self) -> list[dict[str, Any]]:
         """Per input text, its result or its error object, in request order."""

@@ -1,13 +1,14 @@
 """Prometheus metrics of the service, and the one structured log line per request.
 
-The ops record into one process-wide :class:`IEMetrics` (:func:`get_metrics`), which the metrics
+The service core records into one process-wide :class:`IEMetrics` (:func:`get_metrics`), which the metrics
 app (:func:`metrics_app`) serves as Prometheus text. That assumes thread ops
 (``dag.is_thread_op: true``, the default): with process ops each op process would count on its own
 and the server would see none of it.
 
-A request's numbers travel with its job as a :class:`RequestTrace`: the tokenize op starts it,
-the model op adds queue time, rows, tokens, batch and backend, the decode op finishes it (metrics
-and the log line). Names and labels are listed in README's "Operations" section.
+A request's numbers travel with its job as a :class:`~pipeline.jobs.RequestTrace`:
+:class:`~pipeline.service.IEService` starts it when it prepares the job, adds queue time, rows,
+tokens, batch and backend when it runs it, and finishes it (metrics and the log line). Names and
+labels are listed in README's "Operations" section.
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -34,8 +33,8 @@ from prometheus_client import (
 
 from pipeline.errors import InvalidRequest, MethodNotAllowed, NotFound
 from pipeline.http.app import HttpApp, HttpLimits, Request, Response
-from pipeline.jobs import EngineJob, RequestJob
-from pipeline.tokenizer import Encoded
+from pipeline.jobs import RequestJob, RequestTrace
+from pipeline.runner import RunStats
 
 logger = logging.getLogger(__name__)
 
@@ -148,97 +147,36 @@ def metrics_app(limits: HttpLimits, metrics: IEMetrics | None = None) -> HttpApp
     return HttpApp(handle, limits, lambda e: {"error": e.message}, "metrics")
 
 
-@dataclass
-class RequestTrace:
-    """What the log line and the metrics of one request need; filled op by op."""
-
-    log_id: int
-    task: str
-    created: float
-    texts: int = 0
-    text_errors: int = 0
-    rows: int = 0
-    tokens: int = 0
-    batch_requests: int = 0
-    engine_calls: int = 0
-    backend: str = ""
-    queue_s: float | None = None
-    model_s: float | None = None
-    text: Any = None  # the request's texts, kept only with ie.log_requests_text
-
-
-def start_trace(job: RequestJob, text: Any = None) -> RequestTrace:
-    """Attach a new trace to ``job`` (tokenize op); ``text`` is logged only if given."""
-    errors = sum(isinstance(s, BaseException) for s in job.slots)
-    trace = RequestTrace(
-        log_id=job.log_id,
-        task=job.task,
-        created=job.created,
-        texts=len(job.slots),
-        text_errors=errors,
-        text=text,
-    )
-    job.trace = trace
-    return trace
-
-
-def trace_of(job: RequestJob) -> RequestTrace:
-    """The job's trace (a fresh one if the tokenize op did not start one)."""
-    return job.trace if job.trace is not None else start_trace(job)
-
-
-class CountingEngineJob:
-    """Wraps an engine job and counts the rows and tokens it hands to the engine."""
-
-    def __init__(self, inner: EngineJob):
-        self.inner = inner
-        self.rows = 0
-        self.tokens = 0
-
-    def next_rows(self) -> list[Encoded]:
-        rows = self.inner.next_rows()
-        self.rows += len(rows)
-        self.tokens += sum(len(r) for r in rows)
-        return rows
-
-    def consume(self, *outputs: list[np.ndarray]) -> None:
-        self.inner.consume(*outputs)
-
-    def result(self) -> list[dict]:
-        return self.inner.result()
-
-
 def record_queue(jobs: Sequence[RequestJob], started: float, metrics: IEMetrics | None = None) -> None:
     """Model op, start of ``process``: each job's wait since its creation."""
     m = metrics or get_metrics()
     for job in jobs:
         wait = max(started - job.created, 0.0)
-        trace_of(job).queue_s = wait
+        job.trace.queue_s = wait
         m.queue_time.labels(task_label(job.task)).observe(wait)
 
 
 def record_model_run(
     task: str,
     jobs: Sequence[RequestJob],
-    counted: Sequence[CountingEngineJob],
-    batches: Sequence[int],
+    stats: RunStats,
     elapsed_s: float,
     backend: str,
     metrics: IEMetrics | None = None,
 ) -> None:
-    """Model op, after one task's ``run_jobs``: batch sizes, engine time, tokens, per-job numbers."""
+    """After one task's ``run_jobs`` over ``jobs``: batch sizes, engine time, tokens, per-job numbers."""
     m = metrics or get_metrics()
     label = task_label(task)
     m.model_time.labels(label).observe(elapsed_s)
     m.batch_requests.labels(label).observe(len(jobs))
-    for rows in batches:
+    for rows in stats.batches:
         m.batch_rows.labels(label).observe(rows)
-    for job, count in zip(jobs, counted, strict=True):
-        trace = trace_of(job)
-        trace.rows, trace.tokens = count.rows, count.tokens
-        trace.batch_requests, trace.engine_calls = len(jobs), len(batches)
+    for job, rows, tokens in zip(jobs, stats.job_rows, stats.job_tokens, strict=True):
+        trace = job.trace
+        trace.rows, trace.tokens = rows, tokens
+        trace.batch_requests, trace.engine_calls = len(jobs), len(stats.batches)
         trace.model_s, trace.backend = elapsed_s, backend
-        m.tokens.labels(label).inc(count.tokens)
+        m.tokens.labels(label).inc(tokens)
 
 
 def outcome_of(job: RequestJob) -> str:
@@ -255,7 +193,7 @@ def finish_request(
 ) -> RequestTrace:
     """Decode op: count the request and its texts, observe its latency; returns its trace."""
     m = metrics or get_metrics()
-    trace = trace_of(job)
+    trace = job.trace
     label = task_label(job.task)
     latency = max((now if now is not None else time.perf_counter()) - job.created, 0.0)
     m.requests.labels(label, outcome).inc()

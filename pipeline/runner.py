@@ -40,6 +40,8 @@ class RunStats:
     batches: list[int] = field(default_factory=list)  # rows per engine call
     tokens: int = 0
     stages: int = 0
+    job_rows: list[int] = field(default_factory=list)  # per job given, rows it ran
+    job_tokens: list[int] = field(default_factory=list)  # per job given, tokens it ran
 
 
 def run_jobs(
@@ -51,12 +53,15 @@ def run_jobs(
     pad_id: int = 0,
 ) -> RunStats:
     """Drive every job to completion; each stage batches the rows of all jobs together."""
-    stats = RunStats()
-    pending = list(jobs)
+    stats = RunStats(job_rows=[0] * len(jobs), job_tokens=[0] * len(jobs))
+    pending = list(enumerate(jobs))  # (index in jobs, job)
     while pending:
-        owned: list[tuple[int, int, Encoded]] = []  # (job index, row index, row)
-        for j, job in enumerate(pending):
-            owned.extend((j, r, row) for r, row in enumerate(job.next_rows()))
+        owned: list[tuple[int, int, Encoded]] = []  # (index in pending, row index, row)
+        for j, (given, job) in enumerate(pending):
+            rows = job.next_rows()
+            stats.job_rows[given] += len(rows)
+            stats.job_tokens[given] += sum(len(row) for row in rows)
+            owned.extend((j, r, row) for r, row in enumerate(rows))
         if not owned:
             break
         stats.stages += 1
@@ -77,9 +82,9 @@ def run_jobs(
                 for name in outputs:
                     per_job[j][name][r] = fetch[name][b]
         next_pending = []
-        for j, job in enumerate(pending):
+        for j, (given, job) in enumerate(pending):
             if counts[j]:
                 job.consume(*(per_job[j][name] for name in outputs))
-                next_pending.append(job)
+                next_pending.append((given, job))
         pending = next_pending
     return stats

@@ -1,4 +1,4 @@
-"""client/benchmark.py: its pure parts, the load generator against a local server, and a
+"""client/bench/benchmark.py: its pure parts, the load generator against a local server, and a
 ``--quick`` smoke run checking the output files and their schema (no timing assertions)."""
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from client.bench_models import ROOT, is_built, pad_vocab
-from client.bench_report import RUN_KEYS, evaluate_targets, markdown, merge_runs, top_frames
-from client.loadgen import answered_ok, http_sender, loopback_target, percentile, run_load, summarize
+from client.bench.common import percentile, summarize
+from client.bench.loadgen import answered_ok, http_sender, loopback_target, run_load
+from client.bench.models import ROOT, is_built, pad_vocab
+from client.bench.report import RUN_KEYS, evaluate_targets, markdown, merge_runs, top_frames
 from client.request import results_close
 
 
@@ -165,7 +166,7 @@ def test_quick_run_writes_results_with_the_schema(tmp_path: Path):
         pytest.skip("demo models not built (make models)")
     out = tmp_path / "bench"
     proc = subprocess.run(
-        [sys.executable, "-m", "client.benchmark", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "client.bench.benchmark", "--quick", "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -191,8 +192,8 @@ def test_quick_run_writes_results_with_the_schema(tmp_path: Path):
 
 @pytest.mark.parametrize("task", ["uie", "spo"])
 def test_request_text_gives_rows_of_the_asked_length(tmp_path: Path, task: str):
-    from client.bench_models import write_vocab
-    from client.bench_raw import request_text
+    from client.bench.common import request_text
+    from client.bench.models import write_vocab
     from pipeline.tokenizer import IETokenizer
 
     assert write_vocab(tmp_path / "vocab.txt", 1000) == 1000  # padded
@@ -209,12 +210,11 @@ def test_request_text_gives_rows_of_the_asked_length(tmp_path: Path, task: str):
 def test_triton_baseline_answers_like_the_service(tmp_path: Path):
     if not is_built("demo"):
         pytest.skip("demo models not built (make models)")
-    from client.bench_raw import bench_settings
-    from client.bench_servers import run_triton
-    from client.benchmark import setup_triton, triton_python
-    from client.naive_server import NaiveService
+    from client.bench.benchmark import setup_triton, triton_python
+    from client.bench.common import MODEL_NAME, answer_of, bench_settings, infer_body
+    from client.bench.naive_server import NaiveService
+    from client.bench.servers import run_triton
     from client.request import build_request
-    from client.triton_server import MODEL_NAME, answer_of, infer_body
 
     setup_triton()
     root = ROOT / "serving_model"
@@ -239,7 +239,15 @@ def test_triton_baseline_answers_like_the_service(tmp_path: Path):
             if want["err_no"] == 0:
                 assert results_close(json.loads(got["value"][0]), json.loads(want["value"][0]))
         assert want["err_no"] != 0  # the unknown task is refused, as by the service
-        cmd = [sys.executable, "-m", "client.loadgen", "--kind", "triton", "--target", f"127.0.0.1:{port}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "client.bench.loadgen",
+            "--kind",
+            "triton",
+            "--target",
+            f"127.0.0.1:{port}",
+        ]
         cmd += ["--task", "spo", "--text", "张伟出生于杭州。", "--concurrency", "4", "--max-requests", "40"]
         load = subprocess.run(
             cmd,

@@ -18,7 +18,6 @@ from pipeline.errors import InferenceError, InvalidRequest, InvalidText
 from pipeline.http.app import HttpLimits
 from pipeline.jobs import RequestJob
 from pipeline.metrics import (
-    CountingEngineJob,
     IEMetrics,
     finish_request,
     format_fields,
@@ -28,8 +27,8 @@ from pipeline.metrics import (
     record_queue,
     record_rejected,
     request_log_fields,
-    start_trace,
 )
+from pipeline.runner import RunStats
 from pipeline.spo_job import SPOJob
 from pipeline.tokenizer import SPECIAL_TOKENS, IETokenizer
 from tests.test_kserve import wait_http_ready
@@ -65,11 +64,10 @@ def test_outcomes():
 def test_a_request_through_the_recorders():
     m = IEMetrics()
     job = _spo_job([0, InvalidText("empty")])
-    start_trace(job)
     record_queue([job], job.created + 0.25, m)
-    counted = [CountingEngineJob(job.engine)]
-    rows = counted[0].next_rows()
-    record_model_run("spo", [job], counted, [len(rows)], 0.1, "onnx", m)
+    rows = job.engine.next_rows()
+    stats = RunStats(batches=[len(rows)], job_rows=[len(rows)], job_tokens=[sum(len(r) for r in rows)])
+    record_model_run("spo", [job], stats, 0.1, "onnx", m)
     trace = finish_request(job, outcome_of(job), job.created + 0.5, m)
 
     def value(name: str, **labels: str) -> float | None:
@@ -79,7 +77,7 @@ def test_a_request_through_the_recorders():
     assert value("ie_requests_total", task="uie", outcome="ok") == 0  # series exist from the start
     assert value("ie_texts_total", task="spo", outcome="ok") == 1
     assert value("ie_texts_total", task="spo", outcome="error") == 1
-    assert value("ie_tokens_total", task="spo") == len(TEXT) + 2 == counted[0].tokens
+    assert value("ie_tokens_total", task="spo") == len(TEXT) + 2 == stats.job_tokens[0]
     assert value("ie_queue_seconds_sum", task="spo") == pytest.approx(0.25)
     assert value("ie_request_latency_seconds_sum", task="spo") == pytest.approx(0.5)
     assert value("ie_model_execution_seconds_count", task="spo") == 1

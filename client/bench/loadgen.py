@@ -1,12 +1,12 @@
 """Closed-loop load generator: N workers send one request after another to a server on 127.0.0.1.
 
-python -m client.loadgen --kind http --target 127.0.0.1:18082 --task spo --text 张伟… \\
+python -m client.bench.loadgen --kind http --target 127.0.0.1:18082 --task spo --text 张伟… \\
     --concurrency 8 --duration 5 --max-requests 2000
 
 Bounded in requests and time. Prints one JSON object: throughput, latency percentiles, errors.
 ``http`` posts Paddle Serving's JSON to ``/ie/prediction`` (the service's gateway and the naive
 server take the same body); ``rpc`` uses Paddle Serving's ``PipelineClient``; ``triton`` posts
-the same body inside a KServe v2 infer request to the Triton baseline (client/triton_server.py).
+the same body inside a KServe v2 infer request to the Triton baseline (client/bench/triton_server.py).
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from client.bench.common import summarize
 from client.request import build_request
 
 logger = logging.getLogger(__name__)
@@ -36,30 +37,6 @@ def loopback_target(target: str) -> tuple[str, int]:
     if host != LOOPBACK or not port.isdigit():
         raise ValueError(f"the load generator targets {LOOPBACK}:PORT only, got {target!r}")
     return host, int(port)
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0-100) of ascending values, linear interpolation; nan when empty."""
-    if not sorted_values:
-        return float("nan")
-    pos = (len(sorted_values) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
-def summarize(latencies_s: Sequence[float], errors: int, wall_s: float) -> dict[str, float | int]:
-    """Throughput (answered requests per second) and p50/p95/p99 latency in ms."""
-    ok = sorted(latencies_s)
-    return {
-        "requests": len(ok) + errors,
-        "errors": errors,
-        "wall_s": round(wall_s, 3),
-        "throughput_rps": len(ok) / wall_s if wall_s > 0 else 0.0,
-        "p50_ms": percentile(ok, 50) * 1000,
-        "p95_ms": percentile(ok, 95) * 1000,
-        "p99_ms": percentile(ok, 99) * 1000,
-    }
 
 
 @dataclass
@@ -217,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         def make() -> Sender:
             return http_sender(args.target, body.encode())
     elif args.kind == "triton":
-        from client.triton_server import MODEL_NAME, answer_of, infer_body
+        from client.bench.common import MODEL_NAME, answer_of, infer_body
 
         wrapped = json.dumps(infer_body(body), ensure_ascii=False).encode()
 

@@ -1,9 +1,9 @@
 """The HTTP gateways side by side: Paddle Serving's Go gateway (HTTP -> loopback gRPC) against the
 in-process Python one, on the same models, engine and requests, in one run.
 
-    python -m client.bench_gateways --out docs/benchmarks/gateways [--duration 8] [--backend onnx]
+    python -m client.bench.gateways --out docs/benchmarks/gateways [--duration 8] [--backend onnx]
 
-For each gateway a server runs alone; the load generator (client/loadgen.py, a separate process)
+For each gateway a server runs alone; the load generator (client/bench/loadgen.py, a separate process)
 posts the demo sentence at each concurrency, for both tasks. Prints a table and writes
 ``results.json`` beside it.
 """
@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from client.bench_raw import UIE_SCHEMA
+from client.bench.common import UIE_SCHEMA
 from client.local_server import ROOT, run_server
 
 logger = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ GATEWAYS = ("go", "python")
 
 def measure(target: str, task: str, concurrency: int, duration_s: float, workdir: Path) -> dict:
     """One load-generator run; its JSON summary."""
-    cmd = [sys.executable, "-m", "client.loadgen", "--kind", "http", "--target", target, "--task", task]
+    cmd = [sys.executable, "-m", "client.bench.loadgen", "--kind", "http", "--target", target, "--task", task]
     cmd += ["--text", TEXT, "--concurrency", str(concurrency), "--duration", str(duration_s)]
     cmd += ["--max-requests", "100000", "--warmup", "3"]
     if task == "uie":

@@ -1,6 +1,6 @@
 """The naive baseline: a Flask app calling the backend once per request, no batching.
 
-python -m client.naive_server --models serving_model --backend onnx --port 18090
+python -m client.bench.naive_server --models serving_model --backend onnx --port 18090
 
 It takes the service's HTTP body (``POST /ie/prediction``, Paddle Serving's key/value JSON) and
 does the same work per request (validate, tokenize, engine, decode), on Flask's threaded
@@ -20,24 +20,17 @@ logger = logging.getLogger(__name__)
 
 
 class NaiveService:
-    """The served models of ``settings`` (IESettings), called in-process; no server of its own.
+    """The service core (:class:`~pipeline.service.IEService`) called in-process; no server of its own.
 
-    :meth:`answer_many` does a batch of requests' work the way the service's model op does
-    (one engine pass per stage over all their rows); :meth:`answer` is a batch of one.
+    :meth:`answer_many` runs a batch of requests the way the service's model op does (one engine
+    pass per stage over all their rows); :meth:`answer` is a batch of one.
     """
 
     def __init__(self, settings):
-        from pipeline.backends import create_backend
-        from pipeline.models import load_served_models
+        from pipeline.service import IEService
 
-        self.settings = settings
-        self.models = load_served_models(settings)
-        self.backends = {
-            name: create_backend(
-                settings.backend, m.dir, m.card, settings.intra_op_threads, settings.use_onednn
-            )
-            for name, m in self.models.items()
-        }
+        self.core = IEService(settings, settings.backend)
+        self.core.start_engines()
 
     def answer(self, body: dict[str, Any]) -> dict[str, Any]:
         """Paddle Serving's ``{"err_no", "err_msg", "key", "value"}`` for one request."""
@@ -45,39 +38,32 @@ class NaiveService:
 
     def answer_many(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One Paddle Serving answer per request body; requests' rows share engine batches."""
-        from pipeline.errors import IEError
-        from pipeline.job_factory import build_job
-        from pipeline.runner import run_jobs
-        from pipeline.schemas import RESULT_KEY, encode_results
+        from pipeline.errors import IEError, InvalidRequest
+        from pipeline.schemas import RESULT_KEY
+
+        def error(e: IEError) -> dict[str, Any]:
+            return {"err_no": e.err_no, "err_msg": e.message, "key": [], "value": []}
 
         answers: list[dict[str, Any] | None] = [None] * len(bodies)
         jobs: dict[int, Any] = {}
         for i, body in enumerate(bodies):
             try:
-                kv = dict(zip(body["key"], body["value"], strict=True))
-                jobs[i] = build_job(kv, self.models, self.settings.limits)
+                if not isinstance(body, dict) or len(body.get("key", [])) != len(body.get("value", [])):
+                    raise InvalidRequest("the body must be {'key': [...], 'value': [...]} of equal lengths")
+                jobs[i] = self.core.prepare(dict(zip(body["key"], body["value"], strict=True)))
             except IEError as e:
-                answers[i] = {"err_no": e.err_no, "err_msg": e.message, "key": [], "value": []}
-            except (KeyError, TypeError, ValueError) as e:
-                answers[i] = {"err_no": 5000, "err_msg": f"bad request: {e}", "key": [], "value": []}
-        for task, model in self.models.items():
-            engines = [j.engine for j in jobs.values() if j.task == task and j.engine is not None]
-            if engines:
-                run_jobs(
-                    self.backends[task],
-                    engines,
-                    model.card.inputs,
-                    model.card.outputs,
-                    self.settings.max_batch_rows,
-                    model.tokenizer.pad_id,
-                )
+                answers[i] = error(e)
+        self.core.run(list(jobs.values()))
         for i, job in jobs.items():
-            answers[i] = {
-                "err_no": 0,
-                "err_msg": "",
-                "key": [RESULT_KEY],
-                "value": [encode_results(job.results())],
-            }
+            try:
+                answers[i] = {
+                    "err_no": 0,
+                    "err_msg": "",
+                    "key": [RESULT_KEY],
+                    "value": [self.core.finish(job)],
+                }
+            except IEError as e:
+                answers[i] = error(e)
         return answers  # type: ignore[return-value]
 
 
@@ -107,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.append(str(args.pylib))
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-    from client.bench_raw import bench_settings
+    from client.bench.common import bench_settings
 
     settings = bench_settings(args.models, args.backend, args.threads)
     app = create_app(NaiveService(settings))

@@ -1,6 +1,6 @@
 """Load and soak: many mixed UIE/SPO requests at high concurrency against a live server.
 
-    python -m client.soak [--requests 10000] [--concurrency 32] [--backend onnx] [--out DIR]
+    python -m client.bench.soak [--requests 10000] [--concurrency 32] [--backend onnx] [--out DIR]
 
 Starts the service on free loopback ports, computes each distinct request's answer once, then
 replays the requests concurrently and checks every answer against its own request's (no

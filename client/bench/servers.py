@@ -97,10 +97,18 @@ def _run_baseline(
 def run_naive(
     workdir: Path, models_root: Path, backend: str, threads: int, pylib: Path, ready_timeout: float = 300.0,
 ) -> Iterator[int]:  # fmt: skip
-    """client/naive_server.py on a free port (yielded); stopped on exit."""
+    """client/bench/naive_server.py on a free port (yielded); stopped on exit."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    cmd = [sys.executable, "-m", "client.naive_server", "--models", str(models_root), "--backend", backend]
+    cmd = [
+        sys.executable,
+        "-m",
+        "client.bench.naive_server",
+        "--models",
+        str(models_root),
+        "--backend",
+        backend,
+    ]
     cmd += ["--port", str(port), "--threads", str(threads), "--pylib", str(pylib)]
     body = b'{"key": ["task", "text"], "value": ["spo", "\\u5f20\\u4f1f"]}'
     url = f"http://127.0.0.1:{port}/ie/prediction"
@@ -119,12 +127,21 @@ def run_triton(
     queue_delay_us: int,
     ready_timeout: float = 300.0,
 ) -> Iterator[int]:
-    """client/triton_server.py (PyTriton, run by ``python``) on a free port (yielded); stopped on exit."""
-    from client.triton_server import MODEL_NAME, infer_body
+    """client/bench/triton_server.py (PyTriton, run by ``python``) on a free port (yielded);
+    stopped on exit."""
+    from client.bench.common import MODEL_NAME, infer_body
 
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    cmd = [str(python), "-m", "client.triton_server", "--models", str(models_root), "--backend", backend]
+    cmd = [
+        str(python),
+        "-m",
+        "client.bench.triton_server",
+        "--models",
+        str(models_root),
+        "--backend",
+        backend,
+    ]
     cmd += ["--http-port", str(port), "--threads", str(threads)]
     cmd += ["--max-batch-size", str(max_batch_size), "--queue-delay-us", str(queue_delay_us)]
     body = json.dumps(infer_body('{"key": ["task", "text"], "value": ["spo", "张伟"]}')).encode()

@@ -1,6 +1,6 @@
 """The Triton baseline: the same engines and work behind NVIDIA Triton's dynamic batcher (PyTriton).
 
-build/bench/triton-venv/bin/python -m client.triton_server --models serving_model --backend onnx \\
+build/bench/triton-venv/bin/python -m client.bench.triton_server --models serving_model --backend onnx \\
     --http-port 8000
 
 One Triton model ``ie`` takes the service's request body as a BYTES tensor ``request`` and answers
@@ -9,7 +9,7 @@ merges concurrent requests (``--max-batch-size``, ``--queue-delay-us``) into one
 infer function, which validates, tokenizes, runs the engine over all their rows and decodes, as
 the service's tokenize -> model -> decode ops do (seed 003's ensemble in one Python model).
 Benchmark only: run it with the interpreter of ``build/bench/triton-venv`` (made by
-``client.benchmark``'s Triton setup); the service never needs PyTriton.
+``client.bench.benchmark``'s Triton setup); the service never needs PyTriton.
 """
 
 from __future__ import annotations
@@ -24,26 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from client.bench.common import INPUT, MODEL_NAME, OUTPUT
+
 logger = logging.getLogger(__name__)
-
-MODEL_NAME = "ie"
-INPUT = "request"
-OUTPUT = "response"
-
-
-def infer_body(body: str) -> dict:
-    """The KServe v2 infer body carrying one service request (JSON text) to :data:`MODEL_NAME`."""
-    return {"inputs": [{"name": INPUT, "shape": [1, 1], "datatype": "BYTES", "data": [body]}]}
-
-
-def answer_of(infer_response: dict) -> dict:
-    """The Paddle Serving answer inside a KServe v2 infer response."""
-    out = next(o for o in infer_response["outputs"] if o["name"] == OUTPUT)
-    return json.loads(out["data"][0])
 
 
 def make_infer_func(service):
-    """A PyTriton infer function over ``service`` (a :class:`client.naive_server.NaiveService`)."""
+    """A PyTriton infer function over ``service`` (a :class:`client.bench.naive_server.NaiveService`)."""
     from pytriton.decorators import batch
 
     @batch
@@ -66,8 +53,8 @@ def serve(args: argparse.Namespace) -> None:
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
-    from client.bench_raw import bench_settings
-    from client.naive_server import NaiveService
+    from client.bench.common import bench_settings
+    from client.bench.naive_server import NaiveService
 
     service = NaiveService(bench_settings(args.models, args.backend, args.threads))
     config = TritonConfig(

@@ -7,48 +7,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from client.loadgen import summarize
+from client.bench.common import request_kv, request_text, summarize
 
 logger = logging.getLogger(__name__)
-
-UIE_SCHEMA = '["人物"]'  # one prompt, one stage: one engine row per request
-_CJK = ("\u4e00", "\u9fff")
-
-
-def bench_settings(models_root: Path, backend: str, threads: int):
-    """IESettings serving ``models_root``'s uie/ and spo/ on ``backend`` with ``threads``."""
-    from pipeline.config import IESettings
-
-    models = {name: {"dir": str(models_root / name)} for name in ("uie", "spo")}
-    return IESettings.model_validate({"backend": backend, "intra_op_threads": threads, "models": models})
-
-
-def request_text(tokenizer, task: str, seq_len: int) -> str:
-    """A text of CJK characters whose request row (prompt included, for UIE) has ``seq_len`` tokens."""
-    from conversion import demo_data
-
-    _, records = demo_data.generate(7, n_train=0, n_test=40)
-    chars = [c for r in records for c in r["text"] if _CJK[0] <= c <= _CJK[1]]
-    prompt = "人物" if task == "uie" else None
-    overhead = len(tokenizer.encode("一", prompt)) - 1
-    n = seq_len - overhead
-    if n < 1:
-        raise ValueError(f"seq_len {seq_len} leaves no room for text")
-    text = "".join(chars[i % len(chars)] for i in range(n))
-    got = len(tokenizer.encode(text, prompt, max_len=4096))
-    if got != seq_len:
-        raise ValueError(f"built a {got}-token row for seq_len {seq_len}")
-    return text
-
-
-def request_kv(task: str, text: str) -> dict[str, str]:
-    """The service's key/value pairs for one text."""
-    kv = {"task": task, "text": text}
-    if task == "uie":
-        kv["schema"] = UIE_SCHEMA
-    return kv
 
 
 def _timed(fn: Callable[[], object], budget_s: float, min_reps: int, max_reps: int) -> list[float]:

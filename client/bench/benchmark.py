@@ -1,7 +1,7 @@
 """Paddle vs ONNX Runtime, raw engine vs served (HTTP, RPC) vs a naive Flask server, side by side.
 
-python -m client.benchmark --setup --out bench_out            # full run (minutes; idle machine)
-python -m client.benchmark --setup --quick --out bench_out    # demo size, few cells, < 1 minute
+python -m client.bench --setup --out bench_out            # full run (minutes; idle machine)
+python -m client.bench --setup --quick --out bench_out    # demo size, few cells, < 1 minute
 
 Writes OUT/results.json, OUT/results.md and OUT/*.png and prints the JSON and the table.
 ``--setup`` installs requirements-bench.txt (Flask, matplotlib, py-spy) into
@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from client import bench_models
-from client.bench_report import machine_info, merge_runs, write_outputs
+from client.bench.report import machine_info, merge_runs, write_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,8 @@ def _log(row: dict) -> None:
 
 def run_raw(plan: Plan, size: str, root: Path) -> list[dict]:
     """Engine-only cells (and tokenize/decode per request) for every backend of ``plan``."""
-    from client.bench_raw import RawCell, bench_settings, measure_host_steps, measure_raw
+    from client.bench.common import bench_settings
+    from client.bench.raw import RawCell, measure_host_steps, measure_raw
     from pipeline.backends import create_backend
     from pipeline.models import load_served_models
 
@@ -133,11 +134,21 @@ def loadgen(
     plan: Plan, kind: str, target: str, model: str, text: str, workdir: Path, profile_pid: int | None = None
 ) -> list[dict]:
     """One load-generator process per concurrency level; its summaries in order."""
-    from client.bench_raw import UIE_SCHEMA
+    from client.bench.common import UIE_SCHEMA
 
     out = []
     for conc in plan.concurrencies:
-        cmd = [sys.executable, "-m", "client.loadgen", "--kind", kind, "--target", target, "--task", model]
+        cmd = [
+            sys.executable,
+            "-m",
+            "client.bench.loadgen",
+            "--kind",
+            kind,
+            "--target",
+            target,
+            "--task",
+            model,
+        ]
         cmd += ["--text", text, "--concurrency", str(conc), "--duration", str(plan.duration_s)]
         cmd += ["--max-requests", str(plan.max_requests), "--warmup", str(plan.warmup)]
         if model == "uie":
@@ -176,8 +187,8 @@ def start_profiler(pid: int, path: Path, duration_s: float) -> subprocess.Popen:
 
 def run_served(plan: Plan, size: str, root: Path, work: Path) -> list[dict]:
     """The service over HTTP and RPC (each model-op variant of ``plan``), and the naive server."""
-    from client.bench_raw import bench_settings, request_text
-    from client.bench_servers import run_naive, run_service, run_triton
+    from client.bench.common import bench_settings, request_text
+    from client.bench.servers import run_naive, run_service, run_triton
     from pipeline.models import load_served_models
 
     rows = []
@@ -306,7 +317,7 @@ def configure_logging() -> None:
             existing.disabled = False
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    for name in ("client", __name__):  # __main__ under `python -m client.benchmark`
+    for name in ("client", __name__):  # __main__ under `python -m client.bench`
         own = logging.getLogger(name)
         own.disabled = False
         own.addHandler(handler)

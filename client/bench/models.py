@@ -1,7 +1,7 @@
 """Benchmark model sizes: ``demo`` (serving_model/) and random-weight ``nano`` / ``base`` built
 through the conversion bridge into ``build/bench/<size>/``.
 
-python -m client.bench_models nano [--root build/bench]
+python -m client.bench.models nano [--root build/bench]
 """
 
 from __future__ import annotations
