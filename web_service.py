@@ -18,16 +18,23 @@ from ops.tokenize_op import TokenizeOp
 from pipeline.backends import resolve_backend
 from pipeline.config import ServiceConfig, load_config
 from pipeline.errors import ConfigError
-from pipeline.gateway import GatewayApp, go_gateway_runs_here
+from pipeline.gateway import GatewayApp
 from pipeline.http.app import HttpLimits
 from pipeline.http.servers import HttpServers, HttpTimeouts, bind
 from pipeline.kserve import KServeApp
 from pipeline.metrics import metrics_app, model_ready_setter
+from pipeline.paddle_serving.compat import (
+    IERequestOp,
+    Op,
+    PipelineServer,
+    ResponseOp,
+    go_gateway_runs_here,
+)
+from pipeline.paddle_serving.logs import quiet_serving_request_logs
+from pipeline.paddle_serving.server_loop import run_until_signal
 from pipeline.pipeline_call import PipelineCall
 from pipeline.process_guard import guard_children
-from pipeline.server_runner import run_until_signal
 from pipeline.service import IEService
-from pipeline.serving_compat import IERequestOp, Op, PipelineServer, ResponseOp
 
 SERVICE_NAME = "ie"
 EXIT_WORKER_DIED = 3  # an op worker process died (process ops); a supervisor should restart us
@@ -53,35 +60,6 @@ def configure_logging(level: str = "INFO") -> None:
             handler.setFormatter(logging.Formatter(LOG_FORMAT))
             own.addHandler(handler)
     logging.getLogger().setLevel(level)
-
-
-# Paddle Serving logs about seven lines per request into PipelineServingLogs/ (request unpacked,
-# ID generated, "skip process stage" warnings for ops without a model client, "prometheus inf count
-# +1", "Auto-batching is On", "Succ predict"). Our decode op logs one line per request instead.
-_SERVING_REQUEST_LINES = (
-    "inference request name:",
-    "RequestOp unpack one request",
-    "Succ Generate ID",
-    "skip process stage",
-    "prometheus inf count",
-    "Auto-batching is On",
-    "Succ predict",
-)
-_SERVING_LOGGERS = ("pipeline_server", "operator", "dag")
-
-
-class _DropServingRequestLines(logging.Filter):
-    """Drops Paddle Serving's per-request lines; its start-up, warning and error lines stay."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.msg if isinstance(record.msg, str) else ""
-        return not any(marker in msg for marker in _SERVING_REQUEST_LINES)
-
-
-def quiet_serving_request_logs() -> None:
-    """Install :class:`_DropServingRequestLines` on Paddle Serving's pipeline loggers."""
-    for name in _SERVING_LOGGERS:
-        logging.getLogger(f"paddle_serving_server.pipeline.{name}").addFilter(_DropServingRequestLines())
 
 
 def _port_keys(config: ServiceConfig) -> list[tuple[str, int]]:

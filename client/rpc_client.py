@@ -16,7 +16,7 @@ DEFAULT_ENDPOINT = "127.0.0.1:8088"
 
 def connect(endpoint: str = DEFAULT_ENDPOINT):
     """A connected ``PipelineClient``."""
-    from pipeline.serving_compat import PipelineClient
+    from pipeline.paddle_serving.compat import PipelineClient
 
     client = PipelineClient()
     client.connect([endpoint])

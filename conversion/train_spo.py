@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from conversion.models.spo_torch import PREDICATES_FILE, SPOConfig, SPOModel, save_spo_checkpoint
+from conversion.progress import progress_bar
 from conversion.record_pieces import split_record
 from conversion.window_records import window_records
 from pipeline.spo_job import SPOJob
@@ -323,7 +323,7 @@ def train_spo(
     )
     steps, epoch, dev_metrics = 0, 0, {"f1": 0.0, "precision": 0.0, "recall": 0.0}
     eval_every = hp["eval_every"]
-    bar = tqdm(total=None, desc="train_spo", unit="step", mininterval=2.0)
+    bar = progress_bar("train spo")
     done = evaluated_last = False
     while not done:
         epoch += 1

@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import paddle
 import torch
-from tqdm import tqdm
 
 from conversion.demo_data import uie_schema
 from conversion.metrics import micro_prf
@@ -39,6 +38,7 @@ from conversion.models.uie_torch import (
     init_matching_head,
     init_torch_uie,
 )
+from conversion.progress import progress_bar
 from conversion.record_pieces import split_sentences
 from conversion.train_spo import read_predicates
 from conversion.uie_examples import LabeledRow, SchemaSpec, build_examples, encode_examples
@@ -320,7 +320,7 @@ def train_uie(
 
         dev_metrics = {"f1": 0.0, "precision": 0.0, "recall": 0.0}
         step, final_eval_seconds, losses = 0, 0.0, []
-        bar = tqdm(desc="train uie", unit="step", dynamic_ncols=True)
+        bar = progress_bar("train uie")
         t_train = time.monotonic()
         done = False
         while not done:

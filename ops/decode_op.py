@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pipeline.errors import IEError
+from pipeline.paddle_serving.compat import Op
 from pipeline.schemas import RESULT_KEY
 from pipeline.service import IEService
-from pipeline.serving_compat import Op
 
 
 class DecodeOp(Op):

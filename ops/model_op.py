@@ -7,8 +7,8 @@ happen here, stage after stage, until no job has rows left.
 
 from __future__ import annotations
 
+from pipeline.paddle_serving.compat import Op
 from pipeline.service import IEService
-from pipeline.serving_compat import Op
 
 
 class ModelOp(Op):

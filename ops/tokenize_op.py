@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pipeline.errors import IEError
 from pipeline.jobs import job_array
+from pipeline.paddle_serving.compat import Op
 from pipeline.service import IEService
-from pipeline.serving_compat import Op
 
 
 class TokenizeOp(Op):

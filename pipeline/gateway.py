@@ -1,7 +1,8 @@
 """Paddle Serving's HTTP route in Python: ``POST /<service>/<method>`` with the Request as JSON.
 
 Paddle Serving's HTTP port is served by ``pipeline/gateway/libproxy_server.so``, an x86-64 Go
-binary that forwards to the gRPC port over loopback. This app speaks the same URL and JSON (the
+binary that forwards to the gRPC port over loopback (``ie.http_gateway: go``, started by
+:func:`pipeline.paddle_serving.compat.start_go_gateway`). This app speaks the same URL and JSON (the
 ``Request`` message: ``key``, ``value`` and optionally ``logid``, ``clientip``; the answer is the
 ``Response`` message with proto field names, defaults included) but runs the request through the
 pipeline's servicer in this process. Errors before the pipeline come back in grpc-gateway's
@@ -10,38 +11,15 @@ shape ``{"error", "code", "message"}`` with the status of :mod:`pipeline.errors`
 
 from __future__ import annotations
 
-import platform
-from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
 
 from pipeline.errors import IEError, InvalidRequest, MethodNotAllowed, NotFound, grpc_code_of
 from pipeline.http.app import HttpApp, HttpLimits, Request, Response
+from pipeline.paddle_serving.compat import pipeline_service_pb2
 from pipeline.pipeline_call import PipelineCall, as_dict
 from pipeline.schemas import loads_json
-from pipeline.serving_compat import pipeline_service_pb2
-
-_ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64", 0x03: "i386", 0x28: "arm"}
-_HOST_MACHINES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
-
-
-def go_gateway_runs_here() -> bool:
-    """Whether Paddle Serving's Go gateway library is built for this host's CPU (ELF header check)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("paddle_serving_server")
-    if spec is None or not spec.submodule_search_locations:
-        return False
-    lib = Path(spec.submodule_search_locations[0]) / "pipeline" / "gateway" / "libproxy_server.so"
-    try:
-        header = lib.open("rb").read(20)
-    except OSError:
-        return False
-    if header[:4] != b"\x7fELF":
-        return False
-    lib_machine = _ELF_MACHINES.get(int.from_bytes(header[18:20], "little"))
-    return lib_machine == _HOST_MACHINES.get(platform.machine().lower())
 
 
 def gateway_error(exc: IEError) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from pipeline.errors import RequestTimeout
-from pipeline.serving_compat import GuardedServicer, call_pipeline, pipeline_service_pb2
+from pipeline.paddle_serving.compat import GuardedServicer, call_pipeline, pipeline_service_pb2
 
 
 def as_dict(response) -> dict[str, Any]:

@@ -22,7 +22,7 @@ class ServingVars:
 
 def read_serving_conf(serving_server_dir: str | Path) -> ServingVars:
     """Parse ``serving_server_conf.prototxt`` in ``serving_server_dir``."""
-    from pipeline.serving_compat import general_model_config_pb2
+    from pipeline.paddle_serving.compat import general_model_config_pb2
 
     path = Path(serving_server_dir) / CONF_NAME
     try:

@@ -10,7 +10,7 @@ import pytest
 
 from client import http_client
 from client.local_server import SERVING_MODEL, run_server
-from pipeline.gateway import go_gateway_runs_here
+from pipeline.paddle_serving.compat import go_gateway_runs_here
 
 pytestmark = [
     pytest.mark.slow,

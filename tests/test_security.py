@@ -24,8 +24,7 @@ from hypothesis import strategies as st
 
 from client import rpc_client
 from client.local_server import SERVING_MODEL, free_port, run_server, start_server, wait_ready, write_config
-from pipeline.gateway import go_gateway_runs_here
-from pipeline.serving_compat import pipeline_service_pb2
+from pipeline.paddle_serving.compat import go_gateway_runs_here, pipeline_service_pb2
 
 pytestmark = [
     pytest.mark.slow,
@@ -145,7 +144,7 @@ def http_ports(server) -> dict[str, int]:
 def rpc_stub(server):
     import grpc
 
-    from pipeline.serving_compat import pipeline_service_pb2_grpc
+    from pipeline.paddle_serving.compat import pipeline_service_pb2_grpc
 
     channel = grpc.insecure_channel(server.rpc_endpoint)
     return pipeline_service_pb2_grpc.PipelineServiceStub(channel)

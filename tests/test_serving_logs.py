@@ -14,7 +14,7 @@ def _record(name: str, level: int, msg: str) -> logging.LogRecord:
 
 
 def test_filter_drops_per_request_lines_and_keeps_the_rest():
-    from web_service import _DropServingRequestLines
+    from pipeline.paddle_serving.logs import _DropServingRequestLines
 
     drop = _DropServingRequestLines()
     name = "paddle_serving_server.pipeline.operator"

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from client import bench_models
+from client.bench import models as bench_models
 from client.bench.report import machine_info, merge_runs, write_outputs
 
 logger = logging.getLogger(__name__)
@@ -310,7 +310,7 @@ def run(plan: Plan, out: Path) -> dict:
 def configure_logging() -> None:
     """INFO from ``client.*`` to stderr. Importing Paddle Serving's pipeline (done here first)
     reconfigures logging to its files and disables the loggers that exist at that point."""
-    import pipeline.serving_compat  # noqa: F401
+    import pipeline.paddle_serving.compat  # noqa: F401
 
     for name, existing in logging.root.manager.loggerDict.items():
         if name.startswith("client.") and isinstance(existing, logging.Logger):

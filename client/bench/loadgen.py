@@ -155,7 +155,7 @@ def answered_ok(answer: dict) -> bool:
 def rpc_sender(target: str, kv: dict[str, str]) -> Sender:
     """``PipelineClient.predict`` of ``kv`` on its own connection to ``target``."""
     loopback_target(target)
-    from pipeline.serving_compat import PipelineClient
+    from pipeline.paddle_serving.compat import PipelineClient
 
     client = PipelineClient()
     client.connect([target])

@@ -34,6 +34,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import multiprocessing
+import platform
 import sys
 import types
 from pathlib import Path
@@ -67,7 +68,7 @@ def _install_client_stub() -> None:
     if importlib.util.find_spec("paddle_serving_client") is not None:
         return
     stub = types.ModuleType("paddle_serving_client")
-    stub.__doc__ = "Stand-in registered by pipeline.serving_compat; see that module."
+    stub.__doc__ = "Stand-in registered by pipeline.paddle_serving.compat; see that module."
     stub.Client = _UnavailableClient  # type: ignore[attr-defined]
     sys.modules["paddle_serving_client"] = stub
 
@@ -79,7 +80,7 @@ def _register_bare_package() -> None:
     if spec is None or spec.submodule_search_locations is None:
         raise ImportError("paddle-serving-server is not installed: run ./setup.sh")
     package = types.ModuleType("paddle_serving_server")
-    package.__doc__ = "Registered without its __init__ by pipeline.serving_compat; see that module."
+    package.__doc__ = "Registered without its __init__ by pipeline.paddle_serving.compat; see that module."
     package.__path__ = list(spec.submodule_search_locations)
     package.__spec__ = spec
     sys.modules["paddle_serving_server"] = package
@@ -173,6 +174,26 @@ def call_pipeline(servicer: GuardedServicer, request):
     return servicer.inference(request, None)
 
 
+_ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64", 0x03: "i386", 0x28: "arm"}
+_HOST_MACHINES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+
+
+def go_gateway_runs_here() -> bool:
+    """Whether Paddle Serving's Go gateway library is built for this host's CPU (ELF header check)."""
+    spec = importlib.util.find_spec("paddle_serving_server")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    lib = Path(spec.submodule_search_locations[0]) / "pipeline" / "gateway" / "libproxy_server.so"
+    try:
+        header = lib.open("rb").read(20)
+    except OSError:
+        return False
+    if header[:4] != b"\x7fELF":
+        return False
+    lib_machine = _ELF_MACHINES.get(int.from_bytes(header[18:20], "little"))
+    return lib_machine == _HOST_MACHINES.get(platform.machine().lower())
+
+
 def _go_gateway_library() -> Path:
     from paddle_serving_server.pipeline import gateway
 
@@ -237,6 +258,7 @@ __all__ = [
     "ResponseOp",
     "call_pipeline",
     "general_model_config_pb2",
+    "go_gateway_runs_here",
     "guard_answer",
     "pipeline_service_pb2",
     "pipeline_service_pb2_grpc",

@@ -3,10 +3,10 @@
 ``PipelineServer.run_server`` blocks in ``wait_for_termination``, dies mid-request on SIGTERM,
 binds gRPC to every address and leaves its HTTP gateway process running. This does what its
 non-``build_dag_each_worker`` branch does (one gRPC server with the pipeline's servicer, then
-optionally the Go HTTP gateway) with our :class:`~pipeline.serving_compat.GuardedServicer`, on
+optionally the Go HTTP gateway) with our :class:`~pipeline.paddle_serving.compat.GuardedServicer`, on
 ``bind_address``; on a signal it stops taking new requests and waits up to ``grace_s`` for the
 ones in flight. With process ops it also stops, after a short drain, when an op worker process
-dies (:mod:`pipeline.watchdog`). It reads the server's prepared settings from PipelineServer's
+dies (:mod:`pipeline.paddle_serving.watchdog`). It reads the server's prepared settings from PipelineServer's
 attributes, which Paddle Serving 0.9.0 sets in ``prepare_server``.
 """
 
@@ -18,8 +18,8 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
 
-from pipeline.serving_compat import GuardedServicer, pipeline_service_pb2_grpc, start_go_gateway
-from pipeline.watchdog import WorkerDeath, WorkerWatchdog, op_workers
+from pipeline.paddle_serving.compat import GuardedServicer, pipeline_service_pb2_grpc, start_go_gateway
+from pipeline.paddle_serving.watchdog import WorkerDeath, WorkerWatchdog, op_workers
 
 logger = logging.getLogger(__name__)
 

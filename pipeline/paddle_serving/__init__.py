@@ -1,0 +1,27 @@
+"""Everything that imports or reaches into ``paddle_serving_server``, and nothing else.
+
+- :mod:`~pipeline.paddle_serving.compat`: makes the framework importable on Python 3.11 and holds
+  our edge of it (the request op, the guarded servicer, the Go gateway process, PipelineClient);
+- :mod:`~pipeline.paddle_serving.server_loop`: the gRPC server loop with the SIGTERM drain;
+- :mod:`~pipeline.paddle_serving.watchdog`: dead process-op workers stop the server;
+- :mod:`~pipeline.paddle_serving.logs`: the framework's per-request log lines, dropped.
+
+The private attributes these read are listed in :data:`PRIVATE_ATTRIBUTES`;
+``tests/test_paddle_serving_private.py`` fails by name if a Paddle Serving release changes them.
+"""
+
+# (object, attribute) pairs read by this package, as Paddle Serving 0.9.0 sets them.
+PRIVATE_ATTRIBUTES = (
+    ("PipelineServer", "_name"),
+    ("PipelineServer", "_rpc_port"),
+    ("PipelineServer", "_worker_num"),
+    ("PipelineServer", "_build_dag_each_worker"),
+    ("PipelineServer", "_response_op"),
+    ("PipelineServer", "_conf"),
+    ("PipelineServicer", "_dag_executor"),
+    ("DAGExecutor", "_dag"),
+    ("DAG", "_actual_ops"),
+    ("DAG", "_threads_or_proces"),
+    ("RequestOp", "unpack_request_package"),
+    ("RequestOp", "proto_tensor_2_numpy"),
+)
