@@ -1,7 +1,7 @@
 # The project's commands. `make serve` and `make test` are the two README commands.
 PY := .venv/bin/python
 
-.PHONY: setup setup-dev models serve test lint bench clean
+.PHONY: setup setup-dev models serve test test-unit lint bench clean
 
 setup:
 	./setup.sh
@@ -18,6 +18,10 @@ serve: setup models
 
 test: setup-dev models
 	$(PY) -m pytest -q
+
+# The tests that need no demo models and no live server (about 30 s once set up).
+test-unit: setup-dev
+	$(PY) -m pytest -q -m "not slow"
 
 lint:
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

@@ -1,7 +1,7 @@
 """The service as an attacker on loopback meets it: each reproduction of the edge-safety issue,
 against a live server, plus hostile HTTP/1.1 framing on every HTTP port.
 
-Threat model (README "Hardening"): anyone who can reach a port may send anything; no answer runs
+Threat model (docs/hardening.md): anyone who can reach a port may send anything; no answer runs
 code of theirs, reveals the server's internals, or stops the server answering others.
 """
 
