@@ -178,6 +178,13 @@ def model_card(
     metrics = _metrics(ckpt)
     if metrics is not None:
         card["training_metrics"] = metrics
+    trained = (metrics or {}).get("settings", {})
+    card["reading"] = {
+        "split_sentence": bool(trained.get("split_sentence", False)) if spec.task == "uie" else False,
+        "anchor_children": True,
+        "window_overlap": None,
+    }
+    card["verified_max_batch"] = spec.cases.max_batch  # the parity cases' largest batch
     return card
 
 
@@ -213,6 +220,23 @@ def onednn_probe(
     return compare(spec, "serving", "serving+onednn", plain, onednn, cases[:N_ONEDNN_CASES])
 
 
+def check_served(out_dir: Path, checker: Callable[[str, str, Engine, Engine], HopResult]) -> None:
+    """The last hop: the backends the service serves with (``pipeline.backends``, loaded from the
+    model card as the service loads them, feeds built by its one feed builder) against each other:
+    Paddle Inference on the serving model's files, ONNX Runtime on ``model.onnx``."""
+    from pipeline.backends import create_backend
+    from pipeline.model_card import load_model_card
+
+    card = load_model_card(out_dir)
+    paddle = create_backend("paddle", out_dir, card, threads=2)
+    onnx = create_backend("onnx", out_dir, card, threads=2)
+    try:
+        checker("served paddle", "served onnx", paddle.infer, onnx.infer)
+    finally:
+        paddle.close()
+        onnx.close()
+
+
 # -- the two models ----------------------------------------------------------------------------
 
 
@@ -243,6 +267,7 @@ def process_uie(
     probe = onednn_probe(UIE_SPEC, art.serving_server, files, cases)
     arch = {"type": "ernie-uie", **config.to_dict()}
     _write_card(out_dir, model_card(UIE_SPEC, ckpt, demo, files, arch, max_seq_len, probe))
+    check_served(out_dir, checker)
 
 
 def process_spo(
@@ -274,6 +299,7 @@ def process_spo(
     probe = onednn_probe(SPO_SPEC, art.serving_server, files, cases)
     arch = {"type": "bert-gplinker", **asdict(model.config)}
     _write_card(out_dir, model_card(SPO_SPEC, ckpt, demo, files, arch, max_seq_len, probe))
+    check_served(out_dir, checker)
 
 
 # -- commands ----------------------------------------------------------------------------------

@@ -107,25 +107,11 @@ class MissingOutputError(ParityCheckError):
 
 
 def pad_rows(rows: Sequence[Encoded], inputs: Sequence[str]) -> Feeds:
-    """Pad encoded rows to the longest into int64 [B, L] feeds named ``inputs``.
+    """Pad encoded rows to the longest into int64 [B, L] feeds named ``inputs``: the service's
+    own feed builder (``pipeline.runner.build_feed``), so the checks feed what the service feeds."""
+    from pipeline.runner import build_feed
 
-    Padding follows ARCHITECTURE.md: ids, types and mask 0; ``position_ids`` run 0..L-1.
-    """
-    n = max(len(r) for r in rows)
-    ids = np.zeros((len(rows), n), dtype=np.int64)
-    types = np.zeros_like(ids)
-    mask = np.zeros_like(ids)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row.input_ids
-        types[i, : len(row)] = row.token_type_ids
-        mask[i, : len(row)] = 1
-    all_feeds = {
-        "input_ids": ids,
-        "token_type_ids": types,
-        "attention_mask": mask,
-        "position_ids": np.tile(np.arange(n, dtype=np.int64), (len(rows), 1)),
-    }
-    return {name: all_feeds[name] for name in inputs}
+    return build_feed(rows, inputs)
 
 
 def _row_of_length(

@@ -13,7 +13,7 @@ class CaseParams:
 
     n_cases: int = 24
     min_batch: int = 1
-    max_batch: int = 8
+    max_batch: int = 16  # the service's ie.max_batch_rows may not exceed it (model card)
     min_len: int = 5
     max_len: int = 256
 

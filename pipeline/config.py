@@ -29,14 +29,16 @@ class ModelSettings(_Strict):
     max_seq_len: int = Field(default=512, ge=16, le=4096)
     position_prob: float = Field(default=0.5, gt=0.0, lt=1.0, description="UIE span threshold")
     threshold: float = Field(default=0.0, description="SPO logit threshold")
-    window_overlap: int | None = Field(default=None, ge=0, description="chars shared by windows")
-    anchor_children: bool = Field(
-        default=True,
+    # How the model reads texts: facts of the model, in its card (``reading``). Set here only to
+    # depart from them on purpose; the service logs a warning when one differs from the card.
+    window_overlap: int | None = Field(default=None, ge=0, description="tokens shared by windows")
+    anchor_children: bool | None = Field(
+        default=None,
         description="UIE: ask a child prompt of a long text only in windows holding its parent span "
         "(false: every window, as Taskflow does)",
     )
-    split_sentence: bool = Field(
-        default=False,
+    split_sentence: bool | None = Field(
+        default=None,
         description="UIE: read a text sentence by sentence, so no fact spans two sentences "
         "(Taskflow's split_sentence)",
     )

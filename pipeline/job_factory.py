@@ -44,9 +44,9 @@ def build_job(
                 model.tokenizer,
                 max_seq_len=model.max_seq_len,
                 position_prob=req.position_prob or model.settings.position_prob,
-                window_overlap=model.settings.window_overlap,
-                anchor_children=model.settings.anchor_children,
-                split_sentence=model.settings.split_sentence,
+                window_overlap=model.window_overlap,
+                anchor_children=model.anchor_children,
+                split_sentence=model.split_sentence,
             )
     elif texts:
         engine = SPOJob(
@@ -55,6 +55,6 @@ def build_job(
             model.card.predicate_names,
             max_seq_len=model.max_seq_len,
             threshold=model.settings.threshold,
-            window_overlap=model.settings.window_overlap,
+            window_overlap=model.window_overlap,
         )
     return RequestJob(task=req.task, engine=engine, slots=slots, log_id=log_id)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.errors import ModelLoadError
 
@@ -19,8 +19,38 @@ class Predicate(BaseModel):
     object_type: str | None = None
 
 
+class Reading(BaseModel):
+    """How the model reads texts: the settings it was trained or checked with (Taskflow's defaults
+    for a checkpoint converted as it is)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    split_sentence: bool = False  # UIE: sentence by sentence (Taskflow's split_sentence)
+    anchor_children: bool = True  # UIE: a child prompt asks only the windows holding its parent
+    window_overlap: int | None = Field(default=None, ge=0)  # None: half a window
+
+
+class PaddleFiles(BaseModel):
+    """The Paddle inference model's files, relative to the model directory."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    params: str
+
+
+class OnednnVerdict(BaseModel):
+    """The bridge's check of the serving model with Paddle's oneDNN on against it off."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    ok: bool
+    max_abs_diff: float | None = None
+
+
 class ModelCard(BaseModel):
-    """The parts of the model card the service relies on (other keys are kept, unread)."""
+    """The model facts the service relies on; the card is their one home (other keys are kept,
+    unread)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -35,6 +65,10 @@ class ModelCard(BaseModel):
     entity_types: list[str] = []
     predicates: list[Predicate] = []
     schema_example: Any = None
+    reading: Reading = Reading()
+    paddle_files: PaddleFiles | None = None
+    paddle_onednn: OnednnVerdict | None = None
+    verified_max_batch: int | None = Field(default=None, ge=1, description="rows per engine call checked")
 
     @property
     def predicate_names(self) -> list[str]:

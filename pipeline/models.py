@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import IESettings, ModelSettings
-from pipeline.errors import ModelLoadError
+from pipeline.errors import ConfigError, ModelLoadError
 from pipeline.model_card import ModelCard, load_model_card
 from pipeline.tokenizer import IETokenizer
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,22 @@ class ServedModel:
     def max_seq_len(self) -> int:
         return min(self.settings.max_seq_len, self.card.max_seq_len)
 
+    def _reading(self, key: str):
+        chosen = getattr(self.settings, key)
+        return getattr(self.card.reading, key) if chosen is None else chosen
+
+    @property
+    def split_sentence(self) -> bool:
+        return self._reading("split_sentence")
+
+    @property
+    def anchor_children(self) -> bool:
+        return self._reading("anchor_children")
+
+    @property
+    def window_overlap(self) -> int | None:
+        return self._reading("window_overlap")
+
 
 def load_served_models(ie: IESettings) -> dict[str, ServedModel]:
     """Read every configured model's card and vocab; errors name the missing or bad file."""
@@ -46,5 +65,28 @@ def load_served_models(ie: IESettings) -> dict[str, ServedModel]:
             tokenizer = IETokenizer.from_file(vocab)
         except (OSError, ValueError) as e:
             raise ModelLoadError(f"cannot load vocab {vocab}: {e}") from e
+        _check_against_card(name, settings, card, ie.max_batch_rows)
         served[name] = ServedModel(name, settings, card, tokenizer)
     return served
+
+
+def _check_against_card(name: str, settings: ModelSettings, card: ModelCard, max_batch_rows: int) -> None:
+    """Deployment choices within what the bridge verified; departures from the card's reading
+    settings are allowed but said."""
+    if card.verified_max_batch is not None and max_batch_rows > card.verified_max_batch:
+        raise ConfigError(
+            f"ie.max_batch_rows is {max_batch_rows} but the bridge verified model {name} up to "
+            f"{card.verified_max_batch} rows per engine call (model_card.json verified_max_batch); "
+            "lower it or re-run the bridge"
+        )
+    for key, value in card.reading.model_dump().items():
+        chosen = getattr(settings, key)
+        if chosen is not None and chosen != value:
+            logger.warning(
+                "model %s: ie.models.%s.%s is %s but the model was built to read with %s (model card)",
+                name,
+                name,
+                key,
+                chosen,
+                value,
+            )

@@ -16,9 +16,11 @@ HOPS = [
     ("uie", "dygraph", "static"),
     ("uie", "static", "serving"),
     ("uie", "static", "onnx"),
+    ("uie", "served paddle", "served onnx"),
     ("spo", "torch", "onnx"),
     ("spo", "onnx", "paddle"),
     ("spo", "paddle", "serving"),
+    ("spo", "served paddle", "served onnx"),
 ]
 LAYOUT = (
     "serving_server/serving_server_conf.prototxt",
@@ -109,6 +111,8 @@ def test_layout_and_model_cards(built) -> None:
         assert sorted(feeds) == sorted(spec.inputs) and sorted(fetches) == sorted(spec.outputs)
         assert isinstance(card["architecture"], dict) and card["architecture"]["hidden_size"] == 32
         assert "ok" in card["paddle_onednn"]
+        assert card["verified_max_batch"] == spec.cases.max_batch == 16
+        assert set(card["reading"]) == {"split_sentence", "anchor_children", "window_overlap"}
     uie_card = json.loads((out / "uie" / "model_card.json").read_text(encoding="utf-8"))
     assert uie_card["source"] == str(uie_ckpt) and uie_card["max_seq_len"] == 512
     spo_card = json.loads((out / "spo" / "model_card.json").read_text(encoding="utf-8"))
@@ -151,7 +155,7 @@ def test_rerun_skips_conversion_then_check_catches_a_broken_file(built, caplog) 
     assert bridge.check(out, seed=0) == 1
     rows = json.loads((out / "parity.json").read_text(encoding="utf-8"))["hops"]
     assert [(r["model"], r["from"], r["to"], r["passed"]) for r in rows] == [
-        *[(*h, True) for h in HOPS[:3]],
+        *[(*h, True) for h in HOPS[:4]],
         ("spo", "torch", "onnx", False),
     ]
     assert rows[-1]["max_abs_diff"] > rows[-1]["atol"]

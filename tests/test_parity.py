@@ -48,7 +48,7 @@ def test_make_cases_cover_batches_lengths_and_padding(tokenizer: IETokenizer) ->
     assert len(cases) >= 20
     batches = [c["input_ids"].shape[0] for c in cases]
     lengths = [c["input_ids"].shape[1] for c in cases]
-    assert min(batches) == 1 and max(batches) == 8
+    assert min(batches) == 1 and max(batches) == UIE_SPEC.cases.max_batch == 16
     assert min(lengths) <= 8 and max(lengths) == 256 and all(5 <= n <= 256 for n in lengths)
     padded = 0
     for c in cases:

@@ -94,3 +94,48 @@ def test_the_service_config_picks_split_sentence(tok, split, tmp_path):
     job = build_job(kv, {"uie": model}, Limits())
     (res,) = run(job.engine, Oracle(tok, {"人物": ["李四"], "李四的出生地": ["上海"]}))
     assert ("relations" in res["人物"][0]) is not split
+
+
+@pytest.mark.parametrize(
+    ("card_split", "config_split", "split"), [(True, None, True), (False, None, False), (True, False, False)]
+)
+def test_the_model_card_says_how_to_read_unless_the_config_departs(
+    tok, tmp_path, card_split, config_split, split
+):
+    from pipeline.config import Limits, ModelSettings
+    from pipeline.job_factory import build_job
+    from pipeline.model_card import ModelCard, Reading
+    from pipeline.models import ServedModel
+
+    card = ModelCard.model_construct(task="uie", max_seq_len=64, reading=Reading(split_sentence=card_split))
+    settings = ModelSettings(dir=tmp_path, max_seq_len=64, split_sentence=config_split)
+    model = ServedModel("uie", settings, card, tok)
+    assert model.split_sentence is split
+    kv = {"task": "uie", "text": "李四在云南。出生于上海。", "schema": '{"人物": ["出生地"]}'}
+    (res,) = run(
+        build_job(kv, {"uie": model}, Limits()).engine,
+        Oracle(tok, {"人物": ["李四"], "李四的出生地": ["上海"]}),
+    )
+    assert ("relations" in res["人物"][0]) is not split
+
+
+def test_a_batch_over_what_the_bridge_verified_stops_start_up(tmp_path):
+    import json
+
+    from pipeline.config import IESettings
+    from pipeline.errors import ConfigError
+    from pipeline.models import load_served_models
+
+    model_dir = tmp_path / "uie"
+    model_dir.mkdir()
+    (model_dir / "vocab.txt").write_text(
+        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "李"]), "utf-8"
+    )
+    card = {"name": "uie", "task": "uie", "max_seq_len": 64, "verified_max_batch": 16,
+            "inputs": ["input_ids"], "outputs": ["start_prob", "end_prob"]}  # fmt: skip
+    (model_dir / "model_card.json").write_text(json.dumps(card), "utf-8")
+    ok = IESettings.model_validate({"max_batch_rows": 16, "models": {"uie": {"dir": str(model_dir)}}})
+    assert load_served_models(ok)["uie"].card.verified_max_batch == 16
+    over = ok.model_copy(update={"max_batch_rows": 32})
+    with pytest.raises(ConfigError, match="verified model uie up to 16 rows"):
+        load_served_models(over)

@@ -16,6 +16,18 @@ from pipeline.serving_conf import read_serving_conf
 logger = logging.getLogger(__name__)
 
 
+def model_files(model_dir: Path, card: ModelCard) -> tuple[Path, Path]:
+    """The (program, params) files the card names (``paddle_files``); cards written before the
+    bridge recorded them are searched for the files."""
+    if card.paddle_files is None:
+        return find_model_files(model_dir / card.serving_server)
+    program, params = model_dir / card.paddle_files.model, model_dir / card.paddle_files.params
+    for path in (program, params):
+        if not path.is_file():
+            raise ModelLoadError(f"missing Paddle model file {path} (model_card.json paddle_files)")
+    return program, params
+
+
 def find_model_files(serving_dir: Path) -> tuple[Path, Path]:
     """The (program, params) files of a Paddle inference model: PIR ``*.json`` or ``*.pdmodel``."""
     for pattern in ("*.json", "*.pdmodel", "__model__"):
@@ -55,7 +67,7 @@ class PaddleBackend(Backend):
         missing += [n for n in card.outputs if n not in names.fetches]
         if missing:
             raise ModelLoadError(f"{serving_dir}/serving_server_conf.prototxt lacks {missing}")
-        program, params = find_model_files(serving_dir)
+        program, params = model_files(Path(model_dir), card)
         config = pi.Config(str(program), str(params))
         config.disable_gpu()
         config.set_cpu_math_library_num_threads(self.threads)
@@ -89,11 +101,13 @@ class PaddleBackend(Backend):
     @staticmethod
     def _onednn_verified(card: ModelCard) -> bool:
         """oneDNN only where the bridge checked it against the reference (``paddle_onednn.ok``)."""
-        check = getattr(card, "paddle_onednn", None)
-        if isinstance(check, dict) and not check.get("ok", False):
-            logger.warning("oneDNN off for %s: the bridge found it differs (%s)", card.name, check)
+        check = card.paddle_onednn
+        if check is None:
+            logger.warning("oneDNN off for %s: the bridge did not check it (no paddle_onednn)", card.name)
             return False
-        return True
+        if not check.ok:
+            logger.warning("oneDNN off for %s: the bridge found it differs (%s)", card.name, check)
+        return check.ok
 
     def _acquire(self):
         try:
