@@ -26,4 +26,10 @@ else
   # Their declared pins cannot be met on Python 3.11; what they import is pinned in requirements*.txt.
   "$py" -m pip install -q --no-deps -r requirements-nodeps.txt
 fi
+# The playground's browser test drives Debian's Chromium (a CJK font for its screenshots).
+if [ "$mode" = "--dev" ] && ! command -v chromedriver >/dev/null && [ "$(id -u)" = 0 ] \
+  && command -v apt-get >/dev/null; then
+  { apt-get update -qq && apt-get install -y -qq chromium chromium-driver fonts-wqy-zenhei >/dev/null; } \
+    || echo "chromium could not be installed: tests/test_playground.py will skip" >&2
+fi
 echo "installed into $venv"

@@ -170,7 +170,13 @@ class IEWebService:
         if "ie.kserve_http_port" in self._sockets:
             cards = {name: m.card for name, m in self.service.models.items()}
             self._kserve = KServeApp(
-                cards, self.backend, self._limits, depth, self._call, model_ready_setter(sorted(ie.models))
+                cards,
+                self.backend,
+                self._limits,
+                depth,
+                self._call,
+                model_ready_setter(sorted(ie.models)),
+                playground=ie.playground,
             )
             self._http.add("KServe v2", self._sockets["ie.kserve_http_port"], self._kserve.asgi)
         if "ie.metrics_port" in self._sockets:

@@ -83,6 +83,7 @@ class IESettings(_Strict):
     kserve_http_port: int = Field(
         default=8000, ge=0, le=65535, description="KServe v2 HTTP (health, metadata, infer); 0 = off"
     )
+    playground: bool = Field(default=True, description="the playground page at / on the KServe port")
     metrics_port: int = Field(default=8002, ge=0, le=65535, description="Prometheus /metrics; 0 = off")
     log_requests_text: bool = Field(default=False, description="put request texts in the per-request log")
     serving_request_logs: bool = Field(

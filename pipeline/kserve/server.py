@@ -29,6 +29,7 @@ from pipeline.kserve.protocol import (
 )
 from pipeline.model_card import ModelCard
 from pipeline.pipeline_call import PipelineCall
+from pipeline.playground import ASSETS, HEADERS, MODELS_PATH, asset
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +85,14 @@ class KServeApp:
         max_json_depth: int = 64,
         call: PipelineCall | None = None,
         on_model_ready: Callable[[str], None] | None = None,
+        playground: bool = False,
     ):
         self.cards = dict(cards)
         self.backend = backend
         self.limits = limits
         self.max_json_depth = max_json_depth
         self.readiness = Readiness(self.cards)
+        self.playground = playground
         self._call = call
         self._warmup = (
             WarmUp(call.kv, self.cards, self.readiness, on_ready=on_model_ready) if call is not None else None
@@ -110,6 +113,8 @@ class KServeApp:
         return model
 
     async def handle(self, request: Request) -> Response:
+        if self.playground and request.method == "GET" and request.path in (*ASSETS, MODELS_PATH):
+            return self._page(request.path)
         name, model = route(request.path)
         if request.method == "GET":
             return self._get(name, model)
@@ -118,6 +123,21 @@ class KServeApp:
         if name != "model_infer":
             raise KServeError(405, f"{request.path} takes GET")
         return await self._infer(self._model(model), request)
+
+    def _page(self, path: str) -> Response:
+        """The playground's files, and what it needs to know of the served models."""
+        if path == MODELS_PATH:
+            models = {}
+            for name, card in self.cards.items():
+                models[name] = {"task": card.task, "ready": self.readiness.model_ready(name)}
+                if card.task == "uie":
+                    models[name]["schema_example"] = card.schema_example or card.entity_types[:1]
+            response = Response.json(200, {"models": models})
+        else:
+            body, content_type = asset(path)
+            response = Response(200, body, [(b"content-type", content_type.encode())])
+        response.headers += [(k.encode(), v.encode()) for k, v in HEADERS.items()]
+        return response
 
     def _get(self, name: str, model: str | None) -> Response:
         if name == "server":
