@@ -21,7 +21,7 @@ pytestmark = [
     pytest.mark.skipif(not (SERVING_MODEL / "parity.json").exists(), reason="demo models not built"),
     pytest.mark.skipif(
         not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-        reason="Debian's chromium and chromium-driver are not installed (./setup.sh --dev installs them as root)",
+        reason="Debian's chromium and chromium-driver are missing (./setup.sh --dev installs them as root)",
     ),
 ]
 
