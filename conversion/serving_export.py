@@ -236,11 +236,13 @@ def load_serving_config(path: str | Path) -> object:
 
 
 def read_serving_conf(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
-    """(feeds, fetches): alias name -> variable name, from a serving conf file or serving_server dir."""
-    config = load_serving_config(path)
-    feeds = {v.alias_name or v.name: v.name for v in config.feed_var}
-    fetches = {v.alias_name or v.name: v.name for v in config.fetch_var}
-    return feeds, fetches
+    """(feeds, fetches): alias name -> variable name, from a serving conf file or serving_server
+    dir, read as the service reads it (``pipeline.serving_conf``)."""
+    from pipeline.serving_conf import read_serving_conf as service_reader
+
+    path = Path(path)
+    names = service_reader(path if path.is_dir() else path.parent)
+    return names.feeds, names.fetches
 
 
 def model_dir_engine(

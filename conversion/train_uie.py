@@ -43,6 +43,7 @@ from conversion.record_pieces import split_sentences
 from conversion.train_spo import read_predicates
 from conversion.uie_examples import LabeledRow, SchemaSpec, build_examples, encode_examples
 from conversion.window_records import window_records
+from pipeline.runner import build_feed
 from pipeline.tokenizer import Encoded, IETokenizer
 from pipeline.uie.job import UIEJob
 from pipeline.uie.schema import parse_schema
@@ -79,16 +80,8 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def pad_rows(rows: Sequence[Encoded]) -> dict[str, np.ndarray]:
-    """Model inputs for rows padded to the longest one (pad id 0, mask 0, positions 0..L-1)."""
-    width = max(len(r) for r in rows)
-    feed = {name: np.zeros((len(rows), width), dtype="int64") for name in MODEL_INPUTS}
-    for i, r in enumerate(rows):
-        n = len(r)
-        feed["input_ids"][i, :n] = r.input_ids
-        feed["token_type_ids"][i, :n] = r.token_type_ids
-        feed["attention_mask"][i, :n] = 1
-    feed["position_ids"][:] = np.arange(width, dtype="int64")
-    return feed
+    """Model inputs for rows padded to the longest one: the service's feed builder."""
+    return build_feed(rows, MODEL_INPUTS)
 
 
 def _labels(batch: Sequence[LabeledRow], width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.tokenizer import Encoded, IETokenizer
-
-Span = tuple[int, int, float]
+from pipeline.uie.spans import Span
 
 DEFAULT_MAX_OVERLAP = 64
 
