@@ -7,7 +7,7 @@
 - :mod:`~pipeline.paddle_serving.logs`: the framework's per-request log lines, dropped.
 
 The private attributes these read are listed in :data:`PRIVATE_ATTRIBUTES`;
-``tests/test_paddle_serving_private.py`` fails by name if a Paddle Serving release changes them.
+``tests/unit/test_paddle_serving_private.py`` fails by name if a Paddle Serving release changes them.
 """
 
 # (object, attribute) pairs read by this package, as Paddle Serving 0.9.0 sets them.

@@ -15,7 +15,7 @@ from client.local_server import ROOT, serving
 from pipeline.config import load_config
 from pipeline.http.app import HttpLimits
 from pipeline.kserve import KServeApp
-from tests.test_kserve import _cards
+from tests.service.test_kserve import _cards
 
 DEPLOY = ROOT / "deploy"
 MANIFESTS = sorted(p for p in DEPLOY.glob("*.yaml") if p.name != "kustomization.yaml")

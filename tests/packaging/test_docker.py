@@ -1,6 +1,6 @@
 """docker/Dockerfile: linted with hadolint, and its amd64 install step + file layout proven in a
 clean venv by serving from them (no Docker engine runs here). The arm64 variant is proven by
-tests/test_no_paddle.py."""
+tests/packaging/test_no_paddle.py."""
 
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ from pipeline.metrics import (
 from pipeline.runner import RunStats
 from pipeline.spo_job import SPOJob
 from pipeline.tokenizer import SPECIAL_TOKENS, IETokenizer
-from tests.test_kserve import wait_http_ready
+from tests.service.test_kserve import wait_http_ready
 
 TEXT = "张伟出生于杭州。"
 

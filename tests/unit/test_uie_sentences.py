@@ -12,7 +12,7 @@ from pipeline.tokenizer import IETokenizer, build_vocab
 from pipeline.uie.job import UIEJob
 from pipeline.uie.schema import parse_schema
 from pipeline.uie.sentences import sentence_bounds
-from tests.test_uie_job import CHARS, Oracle, item, run
+from tests.unit.test_uie_job import CHARS, Oracle, item, run
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import yaml
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write(tmp_path: Path, data: dict) -> Path:
