@@ -25,9 +25,9 @@ from pipeline.kserve import KServeApp
 from pipeline.metrics import metrics_app, model_ready_setter
 from pipeline.paddle_serving.compat import (
     IERequestOp,
+    IEResponseOp,
     Op,
     PipelineServer,
-    ResponseOp,
     go_gateway_runs_here,
 )
 from pipeline.paddle_serving.logs import quiet_serving_request_logs
@@ -153,7 +153,7 @@ class IEWebService:
         pipeline_conf = dict(self.config.pipeline)
         pipeline_conf.pop("http_port", None)  # the HTTP port is ours (or our Go gateway process)
         last_op = self.get_pipeline_response(IERequestOp())
-        self._server.set_response_op(ResponseOp(input_ops=[last_op]))
+        self._server.set_response_op(IEResponseOp(input_ops=[last_op]))
         self._server.prepare_server(yml_dict=pipeline_conf)
         if self.config.ie.metrics_port and not self.config.is_thread_op:
             logger.warning("metrics count thread ops only (dag.is_thread_op: true); process ops go uncounted")

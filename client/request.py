@@ -10,10 +10,11 @@ from typing import Any
 class ServiceError(RuntimeError):
     """The service answered with a non-zero ``err_no`` for the whole request."""
 
-    def __init__(self, err_no: int, err_msg: str):
-        super().__init__(f"err_no={err_no}: {err_msg}")
+    def __init__(self, err_no: int, err_msg: str, error_type: str | None = None):
+        super().__init__(f"err_no={err_no} ({error_type or 'error'}): {err_msg}")
         self.err_no = err_no
         self.err_msg = err_msg
+        self.error_type = error_type  # e.g. invalid_schema, limit_exceeded, nested_too_deeply
 
 
 def build_request(
@@ -30,9 +31,9 @@ def build_request(
 
 def parse_response(err_no: int, err_msg: str, keys: list[str], values: list[str]) -> list[dict]:
     """The per-text result list; raises ServiceError for a whole-request error."""
-    if err_no != 0:
-        raise ServiceError(err_no, err_msg)
     data = dict(zip(keys, values, strict=True))
+    if err_no != 0:
+        raise ServiceError(err_no, err_msg, data.get("error_type"))
     return json.loads(data["result"])
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.errors import IEError
+from pipeline.errors import IEError, product_code
 from pipeline.paddle_serving.compat import Op
 from pipeline.schemas import RESULT_KEY
 from pipeline.service import IEService
@@ -20,4 +20,4 @@ class DecodeOp(Op):
         try:
             return {RESULT_KEY: self._service.finish(data["job"][0])}, True, None, ""
         except IEError as e:
-            return None, True, e.err_no, e.message
+            return None, True, product_code(e), e.message

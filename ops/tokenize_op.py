@@ -5,7 +5,7 @@ Whole-request errors end the request here, with the error's ``err_no`` and messa
 
 from __future__ import annotations
 
-from pipeline.errors import IEError
+from pipeline.errors import IEError, product_code
 from pipeline.jobs import job_array
 from pipeline.paddle_serving.compat import Op
 from pipeline.service import IEService
@@ -23,5 +23,5 @@ class TokenizeOp(Op):
         try:
             job = self._service.prepare(kv, log_id)
         except IEError as e:
-            return None, True, e.err_no, e.message
+            return None, True, product_code(e), e.message
         return {"job": job_array(job)}, True, None, ""

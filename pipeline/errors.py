@@ -201,6 +201,39 @@ _BY_ERR_NO: dict[int, type[IEError]] = {
 }
 
 
-def error_from_answer(err_no: int, message: str) -> IEError:
-    """The typed error of a pipeline answer's ``err_no`` (for edges that speak HTTP statuses)."""
+# The errors a request can end with inside the pipeline. Inside the DAG each travels as a
+# Paddle Serving product error code (its range is 51-99) so that its kind is not lost; the
+# response op turns it back into the public ``err_no`` plus an ``error_type`` key in the answer.
+PIPELINE_ERRORS: tuple[type[IEError], ...] = (
+    InvalidRequest,
+    InvalidText,
+    InvalidSchema,
+    NestedTooDeeply,
+    LimitExceeded,
+    InferenceError,
+    RequestTimeout,
+    Unavailable,
+)
+ERROR_TYPE_KEY = "error_type"
+_PRODUCT_BASE = 51
+_BY_KIND = {cls.kind: cls for cls in PIPELINE_ERRORS}
+
+
+def product_code(exc: IEError) -> int:
+    """The product error code ``exc`` travels through the DAG with."""
+    cls = _BY_KIND.get(exc.kind, InferenceError if exc.err_no != ERR_INPUT else InvalidRequest)
+    return _PRODUCT_BASE + PIPELINE_ERRORS.index(cls)
+
+
+def from_product_code(code: int) -> type[IEError] | None:
+    """The error class of a product error code (None for codes that are not ours)."""
+    index = code - _PRODUCT_BASE
+    return PIPELINE_ERRORS[index] if 0 <= index < len(PIPELINE_ERRORS) else None
+
+
+def error_from_answer(err_no: int, message: str, error_type: str | None = None) -> IEError:
+    """The typed error of a pipeline answer (its ``error_type`` when given, else its ``err_no``),
+    for edges that speak HTTP statuses."""
+    if error_type in _BY_KIND:
+        return _BY_KIND[error_type](message)
     return _BY_ERR_NO.get(err_no, InferenceError)(message)

@@ -42,7 +42,7 @@ class NaiveService:
         from pipeline.schemas import RESULT_KEY
 
         def error(e: IEError) -> dict[str, Any]:
-            return {"err_no": e.err_no, "err_msg": e.message, "key": [], "value": []}
+            return {"err_no": e.err_no, "err_msg": e.message, "key": ["error_type"], "value": [e.kind]}
 
         answers: list[dict[str, Any] | None] = [None] * len(bodies)
         jobs: dict[int, Any] = {}

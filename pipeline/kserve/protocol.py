@@ -15,7 +15,14 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.errors import ERR_INPUT, ERR_UNKNOWN, GRPC_CODES, IEError, error_from_answer
+from pipeline.errors import (
+    ERR_INPUT,
+    ERR_UNKNOWN,
+    ERROR_TYPE_KEY,
+    GRPC_CODES,
+    IEError,
+    error_from_answer,
+)
 from pipeline.schemas import loads_json
 
 SERVER_NAME = "ie-serving"
@@ -186,9 +193,10 @@ def parse_infer_request(body: bytes, header_length: int | None, task: str, max_d
 def infer_response(task: str, call: InferCall, answer: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
     """The pipeline's Response (as a dict) -> HTTP body and headers; raises KServeError on errors."""
     err_no = int(answer.get("err_no", 0) or 0)
-    if err_no != 0:
-        raise error_from_answer(err_no, answer.get("err_msg") or f"err_no {err_no}")
     values = dict(zip(answer.get("key", []), answer.get("value", []), strict=False))
+    if err_no != 0:
+        message = answer.get("err_msg") or f"err_no {err_no}"
+        raise error_from_answer(err_no, message, values.get(ERROR_TYPE_KEY))
     if RESULT_OUTPUT not in values:
         raise KServeError(500, "the pipeline answered without a result")
     items = json.loads(values[RESULT_OUTPUT])

@@ -46,7 +46,12 @@ from pipeline.errors import (
     ERR_OK,
     ERR_TIMEOUT,
     ERR_UNKNOWN,
+    ERROR_TYPE_KEY,
+    InvalidRequest,
+    error_from_answer,
+    from_product_code,
     internal_message,
+    product_code,
 )
 
 logger = logging.getLogger(__name__)
@@ -129,8 +134,22 @@ class IERequestOp(RequestOp):
         """``Request`` -> (dict of key/value strings, log id, error number or None, message)."""
         refusal = request_refusal(request)
         if refusal is not None:
-            return {}, request.logid, ERR_INPUT, refusal
+            return {}, request.logid, product_code(InvalidRequest(refusal)), refusal
         return dict(zip(request.key, request.value, strict=True)), request.logid, None, ""
+
+
+class IEResponseOp(ResponseOp):
+    """The DAG's response op: an error that travelled as one of our product codes is answered
+    with its public ``err_no`` and its kind under the key ``error_type``."""
+
+    def pack_response_package(self, channeldata):
+        response = super().pack_response_package(channeldata)
+        cls = from_product_code(response.err_no)
+        if cls is not None:
+            response.err_no = cls.err_no
+            response.key.append(ERROR_TYPE_KEY)
+            response.value.append(cls.kind)
+        return response
 
 
 # Pipeline error numbers whose message a client may read as it is.
@@ -142,16 +161,24 @@ _FIXED_MESSAGES = {
 
 
 def guard_answer(response, log_id: int = 0):
-    """``response`` with any message that is not for clients replaced (and logged)."""
+    """``response`` with any message that is not for clients replaced (and logged); an error
+    answer always says its kind under ``error_type``."""
     err_no = response.err_no
-    if err_no in _CLIENT_READABLE:
+    if err_no == ERR_OK:
         return response
-    message = _FIXED_MESSAGES.get(err_no) or internal_message(log_id)
-    if response.err_msg != message:
-        logger.error("log_id=%s pipeline answered err_no=%s: %s", log_id, err_no, response.err_msg)
+    kinds = dict(zip(response.key, response.value, strict=False))
+    kind = kinds.get(ERROR_TYPE_KEY) or error_from_answer(err_no, "").kind
+    if err_no in _CLIENT_READABLE:
+        message = response.err_msg
+    else:
+        message = _FIXED_MESSAGES.get(err_no) or internal_message(log_id)
+        if response.err_msg != message:
+            logger.error("log_id=%s pipeline answered err_no=%s: %s", log_id, err_no, response.err_msg)
     answer = pipeline_service_pb2.Response()
     answer.err_no = err_no
     answer.err_msg = message
+    answer.key.append(ERROR_TYPE_KEY)
+    answer.value.append(kind)
     return answer
 
 
@@ -251,6 +278,7 @@ class PipelineClient(_StockPipelineClient):
 __all__ = [
     "GuardedServicer",
     "IERequestOp",
+    "IEResponseOp",
     "Op",
     "PipelineClient",
     "PipelineServer",
