@@ -31,7 +31,9 @@ class ModelSettings(_Strict):
     threshold: float = Field(default=0.0, description="SPO logit threshold")
     # How the model reads texts: facts of the model, in its card (``reading``). Set here only to
     # depart from them on purpose; the service logs a warning when one differs from the card.
-    window_overlap: int | None = Field(default=None, ge=0, description="tokens shared by windows")
+    window_overlap: int | None = Field(
+        default=None, ge=0, description="shared by neighbouring windows: tokens (UIE), characters (SPO)"
+    )
     anchor_children: bool | None = Field(
         default=None,
         description="UIE: ask a child prompt of a long text only in windows holding its parent span "

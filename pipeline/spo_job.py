@@ -9,7 +9,7 @@ import numpy as np
 from pipeline.spo_decode import GPCells, decode_spo, extract_cells
 from pipeline.tokenizer import Encoded, IETokenizer
 from pipeline.uie.spans import Span
-from pipeline.uie.windows import default_overlap, merge_window_spans, split_windows
+from pipeline.windows import default_overlap, merge_window_spans, split_windows
 
 _TRIPLE_KEY = ("subject_start", "subject_end", "predicate", "object_start", "object_end")
 

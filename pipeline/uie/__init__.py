@@ -3,7 +3,7 @@
 from pipeline.uie.job import UIEJob, child_prompt
 from pipeline.uie.schema import SchemaError, SchemaNode, dbc2sbc, parse_schema
 from pipeline.uie.spans import RowSpans, decode_row, get_bool_ids, pair_spans
-from pipeline.uie.windows import default_overlap, merge_window_spans, split_windows
+from pipeline.windows import default_overlap, merge_window_spans, split_windows
 
 __all__ = [
     "RowSpans",

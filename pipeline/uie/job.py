@@ -30,7 +30,7 @@ from pipeline.tokenizer import Encoded, IETokenizer
 from pipeline.uie.schema import SchemaNode, dbc2sbc, parse_schema
 from pipeline.uie.sentences import sentence_bounds
 from pipeline.uie.spans import Span, decode_row
-from pipeline.uie.windows import (
+from pipeline.windows import (
     Pieces,
     TextPieces,
     anchored_windows,

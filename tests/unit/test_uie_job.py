@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pipeline.tokenizer import Encoded, IETokenizer, build_vocab
 from pipeline.uie.job import UIEJob, child_prompt
 from pipeline.uie.schema import SchemaError, parse_schema
-from pipeline.uie.windows import (
+from pipeline.windows import (
     anchored_windows,
     default_overlap,
     merge_window_spans,
