@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from client.bench.common import UIE_SCHEMA
-from client.local_server import ROOT, run_server
+from client.bench.local_server import ROOT, run_server
 
 logger = logging.getLogger(__name__)
 

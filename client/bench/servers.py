@@ -1,5 +1,5 @@
 """Starts the servers under test as subprocesses on free loopback ports: the real service
-(web_service.py, through client/local_server.py's helpers), the naive Flask baseline and the
+(web_service.py, through client/bench/local_server.py's helpers), the naive Flask baseline and the
 Triton baseline (PyTriton, from its own venv)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from client.local_server import ROOT, RunningServer, free_port, run_server, stop
+from client.bench.local_server import ROOT, RunningServer, free_port, run_server, stop
 
 logger = logging.getLogger(__name__)
 

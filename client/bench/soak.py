@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench_out"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    from client.local_server import run_server
+    from client.bench.local_server import run_server
 
     with tempfile.TemporaryDirectory() as tmp, run_server(Path(tmp), backend=args.backend) as srv:
         result = soak(srv.rpc_endpoint, srv.proc.pid, args.requests, args.concurrency)

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     vendored = Path(pytriton.__file__).resolve().parent.parent / "nvidia_pytriton.libs"
     libdirs = [sysconfig.get_config_var("LIBDIR") or "", str(vendored), os.environ.get("LD_LIBRARY_PATH", "")]
     os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in libdirs if p)
-    from client.local_server import free_port
+    from client.bench.local_server import free_port
 
     args.grpc_port = args.grpc_port or free_port()
     args.metrics_port = args.metrics_port or free_port()

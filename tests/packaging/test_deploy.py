@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from client.local_server import ROOT, serving
+from client.bench.local_server import ROOT, serving
 from pipeline.config import load_config
 from pipeline.http.app import HttpLimits
 from pipeline.kserve import KServeApp

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from client import http_client
-from client.local_server import ROOT, SERVING_MODEL, image_app_copy, run_server
+from client.bench.local_server import ROOT, SERVING_MODEL, image_app_copy, run_server
 
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 

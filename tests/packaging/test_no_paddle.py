@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from client import http_client, rpc_client
-from client.local_server import ROOT, SERVING_MODEL, image_app_copy, run_server
+from client.bench.local_server import ROOT, SERVING_MODEL, image_app_copy, run_server
 from client.request import results_close as close
 from conversion.demo_data import generate, uie_schema
 

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from client import rpc_client
-from client.local_server import SERVING_MODEL, run_server
+from client.bench.local_server import SERVING_MODEL
 from client.request import ServiceError
 from pipeline.errors import InvalidRequest, InvalidSchema, LimitExceeded, NestedTooDeeply
 
@@ -33,10 +33,8 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with run_server(tmp_path_factory.mktemp("errors"), backend="onnx") as srv:
-        srv.kserve_port = srv.config()["ie"]["kserve_http_port"]
-        yield srv
+def server(shared_server):
+    return shared_server
 
 
 def kserve(server, task: str, texts: list[str], schema: str | None) -> tuple[int, dict]:

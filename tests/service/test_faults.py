@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from client import rpc_client
-from client.local_server import ROOT, SERVING_MODEL, free_port, run_server, write_config
+from client.bench.local_server import ROOT, SERVING_MODEL, free_port, run_server, write_config
 
 pytestmark = [
     pytest.mark.slow,

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from client import http_client, rpc_client
-from client.local_server import SERVING_MODEL, run_server
+from client.bench.local_server import SERVING_MODEL
 
 pytestmark = [
     pytest.mark.slow,
@@ -75,9 +75,8 @@ def assert_well_formed(err_no: int, err_msg: str, keys: list, values: list, kv: 
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with run_server(tmp_path_factory.mktemp("fuzz"), backend="onnx") as srv:
-        yield srv
+def server(shared_server):
+    return shared_server
 
 
 def test_generated_requests_over_rpc_and_http(server):

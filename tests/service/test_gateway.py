@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 from client import http_client
-from client.local_server import SERVING_MODEL, run_server
+from client.bench.local_server import SERVING_MODEL, run_server
 from pipeline.paddle_serving.compat import go_gateway_runs_here
 
 pytestmark = [

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
 from client import rpc_client
-from client.local_server import SERVING_MODEL, free_port, run_server, serving
+from client.bench.local_server import SERVING_MODEL, free_port, run_server, serving
 from pipeline.config import Limits
 from pipeline.errors import IEError, http_status_of
 from pipeline.health import warmup_request

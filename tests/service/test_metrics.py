@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from client.local_server import SERVING_MODEL, free_port, run_server, serving
+from client.bench.local_server import SERVING_MODEL, free_port, run_server, serving
 from client.request import build_request
 from client.rpc_client import connect
 from pipeline.errors import InferenceError, InvalidRequest, InvalidText

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from client.local_server import SERVING_MODEL, run_server
+from client.bench.local_server import SERVING_MODEL, run_server
 from conversion.demo_data import generate
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -29,10 +29,8 @@ SCHEMA = {"人物": ["出生地", "毕业院校", "职业", "妻子"], "歌曲":
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with run_server(tmp_path_factory.mktemp("playground"), backend="onnx") as srv:
-        srv.kserve_port = srv.config()["ie"]["kserve_http_port"]
-        yield srv
+def server(shared_server):
+    return shared_server
 
 
 @pytest.fixture(scope="module")

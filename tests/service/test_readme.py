@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from client import rpc_client
-from client.local_server import ROOT, SERVING_MODEL, run_server
+from client.bench.local_server import ROOT, SERVING_MODEL
 
 pytestmark = [
     pytest.mark.slow,
@@ -61,9 +61,8 @@ def test_readme_has_the_examples_this_test_reads():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with run_server(tmp_path_factory.mktemp("readme"), backend="auto") as srv:
-        yield srv
+def server(shared_server):
+    return shared_server
 
 
 def test_curl_examples_answer_as_readme_shows(server):

@@ -23,7 +23,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from client import rpc_client
-from client.local_server import SERVING_MODEL, free_port, run_server, start_server, wait_ready, write_config
+from client.bench.local_server import (
+    SERVING_MODEL,
+    free_port,
+    run_server,
+    start_server,
+    wait_ready,
+    write_config,
+)
 from pipeline.paddle_serving.compat import go_gateway_runs_here, pipeline_service_pb2
 
 pytestmark = [
@@ -362,6 +369,9 @@ def _answers_or_closes(port: int, raw: bytes) -> None:
     while got:
         assert got.startswith(b"HTTP/1.1 "), got[:200]
         head, _, rest = got.partition(b"\r\n\r\n")
+        if head[9:10] == b"1":  # an interim answer (100 Continue) has no body
+            got = rest
+            continue
         length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
         assert length is not None, head
         body, got = rest[: int(length.group(1))], rest[int(length.group(1)) :]

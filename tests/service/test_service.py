@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from client import http_client, rpc_client
-from client.local_server import SERVING_MODEL, run_server
+from client.bench.local_server import SERVING_MODEL, run_server
 from client.request import results_close as close
 from conversion.demo_data import generate, uie_schema
 from conversion.metrics import (

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from client.local_server import SERVING_MODEL
+from client.bench.local_server import SERVING_MODEL
 from pipeline.backends import create_backend
 from pipeline.model_card import load_model_card
 

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from client.local_server import SERVING_MODEL, run_server
+from client.bench.local_server import SERVING_MODEL, run_server
 
 
 def _record(name: str, level: int, msg: str) -> logging.LogRecord:
