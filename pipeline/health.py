@@ -55,7 +55,7 @@ def warmup_request(task: str, card: ModelCard) -> dict[str, str]:
     """A small valid request for ``task`` (the UIE schema is the card's example or first type)."""
     kv = {"task": task, "text": WARMUP_TEXT}
     if task == "uie":
-        schema = card.schema_example or (card.entity_types[:1] or ["人物"])
+        schema = card.example_schema
         kv["schema"] = schema if isinstance(schema, str) else json.dumps(schema, ensure_ascii=False)
     return kv
 

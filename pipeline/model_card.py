@@ -71,6 +71,11 @@ class ModelCard(BaseModel):
     verified_max_batch: int | None = Field(default=None, ge=1, description="rows per engine call checked")
 
     @property
+    def example_schema(self) -> Any:
+        """A UIE schema to show or try: the card's example, else its first entity type."""
+        return self.schema_example or (self.entity_types[:1] or ["人物"])
+
+    @property
     def predicate_names(self) -> list[str]:
         return [p.name for p in self.predicates]
 

@@ -131,7 +131,7 @@ class KServeApp:
             for name, card in self.cards.items():
                 models[name] = {"task": card.task, "ready": self.readiness.model_ready(name)}
                 if card.task == "uie":
-                    models[name]["schema_example"] = card.schema_example or card.entity_types[:1]
+                    models[name]["schema_example"] = card.example_schema
             response = Response.json(200, {"models": models})
         else:
             body, content_type = asset(path)

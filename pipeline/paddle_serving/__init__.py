@@ -22,6 +22,6 @@ PRIVATE_ATTRIBUTES = (
     ("DAGExecutor", "_dag"),
     ("DAG", "_actual_ops"),
     ("DAG", "_threads_or_proces"),
-    ("RequestOp", "unpack_request_package"),
-    ("RequestOp", "proto_tensor_2_numpy"),
+    ("RequestOp", "unpack_request_package"),  # overridden: the framework must still call it
+    ("ResponseOp", "pack_response_package"),  # overridden likewise
 )

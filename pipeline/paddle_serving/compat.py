@@ -205,12 +205,19 @@ _ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64", 0x03: "i386", 0x28: "arm"}
 _HOST_MACHINES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 
 
-def go_gateway_runs_here() -> bool:
-    """Whether Paddle Serving's Go gateway library is built for this host's CPU (ELF header check)."""
+def _go_gateway_library() -> Path | None:
+    """Paddle Serving's Go gateway library (found without importing the package), or None."""
     spec = importlib.util.find_spec("paddle_serving_server")
     if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(spec.submodule_search_locations[0]) / "pipeline" / "gateway" / "libproxy_server.so"
+
+
+def go_gateway_runs_here() -> bool:
+    """Whether Paddle Serving's Go gateway library is built for this host's CPU (ELF header check)."""
+    lib = _go_gateway_library()
+    if lib is None:
         return False
-    lib = Path(spec.submodule_search_locations[0]) / "pipeline" / "gateway" / "libproxy_server.so"
     try:
         header = lib.open("rb").read(20)
     except OSError:
@@ -219,12 +226,6 @@ def go_gateway_runs_here() -> bool:
         return False
     lib_machine = _ELF_MACHINES.get(int.from_bytes(header[18:20], "little"))
     return lib_machine == _HOST_MACHINES.get(platform.machine().lower())
-
-
-def _go_gateway_library() -> Path:
-    from paddle_serving_server.pipeline import gateway
-
-    return Path(gateway.__file__).parent / "libproxy_server.so"
 
 
 def _run_go_gateway(rpc_port: int, http_port: int) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from concurrent import futures
 
 from pipeline.paddle_serving.compat import GuardedServicer, pipeline_service_pb2_grpc, start_go_gateway
-from pipeline.paddle_serving.watchdog import WorkerDeath, WorkerWatchdog, op_workers
+from pipeline.paddle_serving.watchdog import WorkerDeath, WorkerWatchdog, op_workers, stop_processes
 
 logger = logging.getLogger(__name__)
 
@@ -86,20 +86,11 @@ def run_until_signal(
         drained.wait()
         watchdog.terminate_workers()
         if gateway is not None:
-            _stop_process(gateway)
+            stop_processes([gateway])
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         logger.info("stopped")
     return watchdog.death
-
-
-def _stop_process(proc, timeout_s: float = 5.0) -> None:
-    if proc.is_alive():
-        proc.terminate()
-        proc.join(timeout_s)
-    if proc.is_alive():
-        proc.kill()
-        proc.join(timeout_s)
 
 
 def _run_all(callbacks: Sequence[Callable[[], None]]) -> None:

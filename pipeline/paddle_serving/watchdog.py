@@ -68,6 +68,19 @@ def op_workers(dag) -> list[OpWorker]:
     return workers
 
 
+def stop_processes(processes: list[multiprocessing.Process], timeout_s: float = 5.0) -> None:
+    """SIGTERM the child processes still alive, SIGKILL those that do not stop in ``timeout_s``,
+    and reap them."""
+    alive = [p for p in processes if p.is_alive()]
+    for p in alive:
+        p.terminate()
+    for p in alive:
+        p.join(timeout_s)
+        if p.is_alive():
+            p.kill()
+            p.join(timeout_s)
+
+
 class WorkerWatchdog:
     """Polls ``workers`` every ``interval_s`` and calls ``on_death`` once, for the first dead one."""
 
@@ -100,14 +113,7 @@ class WorkerWatchdog:
 
     def terminate_workers(self, timeout_s: float = 5.0) -> None:
         """SIGTERM the workers still alive and reap them (they are daemons of this process)."""
-        alive = [w.process for w in self.workers if w.process.is_alive()]
-        for p in alive:
-            p.terminate()
-        for p in alive:
-            p.join(timeout_s)
-            if p.is_alive():
-                p.kill()
-                p.join(timeout_s)
+        stop_processes([w.process for w in self.workers], timeout_s)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

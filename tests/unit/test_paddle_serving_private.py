@@ -11,7 +11,7 @@ import inspect
 import pytest
 
 from pipeline.paddle_serving import PRIVATE_ATTRIBUTES
-from pipeline.paddle_serving.compat import PipelineServer, RequestOp
+from pipeline.paddle_serving.compat import PipelineServer, RequestOp, ResponseOp
 
 
 def _classes() -> dict[str, type]:
@@ -23,6 +23,7 @@ def _classes() -> dict[str, type]:
         "DAGExecutor": dag.DAGExecutor,
         "DAG": dag.DAG,
         "RequestOp": RequestOp,
+        "ResponseOp": ResponseOp,
     }
 
 
@@ -45,8 +46,6 @@ def test_private_attribute_is_still_there(owner, attribute):
 def test_a_prepared_server_has_the_settings_the_loop_reads():
     server = PipelineServer("ie")
     conf = {"rpc_port": 9999, "worker_num": 2, "dag": {"is_thread_op": True}, "op": {}}
-    from pipeline.paddle_serving.compat import ResponseOp
-
     server.set_response_op(ResponseOp(input_ops=[RequestOp()]))
     server.prepare_server(yml_dict=conf)
     for _, attribute in (p for p in PRIVATE_ATTRIBUTES if p[0] == "PipelineServer"):
