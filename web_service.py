@@ -19,8 +19,7 @@ from pipeline.backends import resolve_backend
 from pipeline.config import ServiceConfig, load_config
 from pipeline.errors import ConfigError
 from pipeline.gateway import GatewayApp
-from pipeline.http.app import HttpLimits
-from pipeline.http.servers import HttpServers, HttpTimeouts, bind
+from pipeline.http.servers import HttpServers, bind
 from pipeline.kserve import KServeApp
 from pipeline.metrics import metrics_app, model_ready_setter
 from pipeline.paddle_serving.compat import (
@@ -131,16 +130,8 @@ class IEWebService:
         self._server = PipelineServer(name)
         self._sockets = dict(sockets or {})
         ie = config.ie
-        self._limits = HttpLimits(
-            max_body_bytes=ie.limits.max_body_bytes,
-            max_url_bytes=ie.limits.max_url_bytes,
-            max_header_bytes=ie.limits.max_header_bytes,
-            read_timeout_s=ie.limits.read_timeout_ms / 1000,
-        )
-        self._http = HttpServers(
-            HttpTimeouts(ie.limits.read_timeout_ms / 1000, ie.limits.keepalive_timeout_ms / 1000),
-            max_head_bytes=ie.limits.max_url_bytes + ie.limits.max_header_bytes,
-        )
+        self._limits = ie.limits
+        self._http = HttpServers(ie.limits)
         self._kserve: KServeApp | None = None
         self._call: PipelineCall | None = None
 
@@ -162,18 +153,14 @@ class IEWebService:
         """Once the pipeline runs: the HTTP apps on their bound sockets, then the warm-up."""
         ie = self.config.ie
         self._call = PipelineCall(servicer, self.config.worker_num, ie.limits.request_timeout_ms / 1000)
-        depth = ie.limits.max_json_depth
         if "http_port" in self._sockets:
-            self._http.add(
-                "gateway", self._sockets["http_port"], GatewayApp(self._call, self._limits, depth).asgi
-            )
+            self._http.add("gateway", self._sockets["http_port"], GatewayApp(self._call, self._limits).asgi)
         if "ie.kserve_http_port" in self._sockets:
             cards = {name: m.card for name, m in self.service.models.items()}
             self._kserve = KServeApp(
                 cards,
                 self.backend,
                 self._limits,
-                depth,
                 self._call,
                 model_ready_setter(sorted(ie.models)),
                 playground=ie.playground,

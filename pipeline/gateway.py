@@ -15,8 +15,9 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from pipeline.config import Limits
 from pipeline.errors import IEError, InvalidRequest, MethodNotAllowed, NotFound, grpc_code_of
-from pipeline.http.app import HttpApp, HttpLimits, Request, Response
+from pipeline.http.app import HttpApp, Request, Response
 from pipeline.paddle_serving.compat import pipeline_service_pb2
 from pipeline.pipeline_call import PipelineCall, as_dict
 from pipeline.schemas import loads_json
@@ -49,9 +50,9 @@ def parse_request_body(body: bytes, max_depth: int):
 class GatewayApp:
     """``/<service>/<method>`` over a :class:`PipelineCall`."""
 
-    def __init__(self, call: PipelineCall, limits: HttpLimits, max_json_depth: int = 64):
+    def __init__(self, call: PipelineCall, limits: Limits):
         self._call = call
-        self._max_depth = max_json_depth
+        self._max_depth = limits.max_json_depth
         self.asgi = HttpApp(self.handle, limits, gateway_error, "gateway")
 
     async def handle(self, request: Request) -> Response:

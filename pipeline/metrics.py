@@ -31,8 +31,9 @@ from prometheus_client import (
     generate_latest,
 )
 
+from pipeline.config import Limits
 from pipeline.errors import InvalidRequest, MethodNotAllowed, NotFound
-from pipeline.http.app import HttpApp, HttpLimits, Request, Response
+from pipeline.http.app import HttpApp, Request, Response
 from pipeline.jobs import RequestJob, RequestTrace
 from pipeline.runner import RunStats
 
@@ -132,7 +133,7 @@ def model_ready_setter(models: Sequence[str], metrics: IEMetrics | None = None) 
     return lambda name: m.model_ready.labels(name).set(1)
 
 
-def metrics_app(limits: HttpLimits, metrics: IEMetrics | None = None) -> HttpApp:
+def metrics_app(limits: Limits, metrics: IEMetrics | None = None) -> HttpApp:
     """The ASGI app of ``GET /metrics`` (Prometheus text)."""
     disable_created_metrics()  # no *_created series beside each counter and histogram
     registry = (metrics or get_metrics()).registry

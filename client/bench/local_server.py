@@ -48,12 +48,13 @@ def image_app_copy(dest: Path) -> Path:
 
 
 @contextmanager
-def serving(app, read_timeout_s: float = 10.0, keepalive_s: float = 5.0) -> Iterator[int]:
+def serving(app) -> Iterator[int]:
     """Serve an ASGI ``app`` (e.g. ``KServeApp(...).asgi``) on a free loopback port, as the
     service serves it; yields the port."""
-    from pipeline.http.servers import HttpServers, HttpTimeouts, bind
+    from pipeline.config import Limits
+    from pipeline.http.servers import HttpServers, bind
 
-    servers = HttpServers(HttpTimeouts(read_timeout_s, keepalive_s), max_head_bytes=24_576)
+    servers = HttpServers(Limits())
     sock = bind("127.0.0.1", 0)
     servers.add("test", sock, app)
     servers.start()

@@ -5,10 +5,11 @@ anything the client got wrong; the app turns that into the status of the one err
 JSON body in the app's own shape (``error_body``). Anything else a handler raises is logged and
 answered with a 500 that says no more than :func:`~pipeline.errors.internal_message`.
 
-Checked before the handler runs: the request target's length (414), the header section's size
-(431), ``Content-Length`` together with ``Transfer-Encoding`` (400), the body's size (413, also
-while a chunked body streams in) and how long the body takes to arrive (408). Error answers that
-leave a body unread close the connection.
+The limits are ``ie.limits`` (:class:`pipeline.config.Limits`). Checked before the handler runs:
+the request target's length (414), the header section's size (431), ``Content-Length`` together
+with ``Transfer-Encoding`` (400), the body's size (413, also while a chunked body streams in) and
+how long the body takes to arrive (408). Error answers that leave a body unread close the
+connection.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.config import Limits
 from pipeline.errors import (
     BodyTimeout,
     HeadersTooLarge,
@@ -33,16 +35,6 @@ from pipeline.errors import (
 logger = logging.getLogger(__name__)
 
 JSON = [(b"content-type", b"application/json")]
-
-
-@dataclass(frozen=True)
-class HttpLimits:
-    """What one request may be (``ie.limits``)."""
-
-    max_body_bytes: int = 4 * 1024 * 1024
-    max_url_bytes: int = 8192
-    max_header_bytes: int = 16_384
-    read_timeout_s: float = 10.0
 
 
 @dataclass
@@ -89,16 +81,14 @@ class HttpApp:
     def __init__(
         self,
         handler: Handler,
-        limits: HttpLimits,
+        limits: Limits,
         error_body: Callable[[IEError], dict[str, Any]],
         name: str,
-        reads_body: Callable[[str, str], bool] = lambda method, path: method in ("POST", "PUT"),
     ):
         self.handler = handler
         self.limits = limits
         self.error_body = error_body
         self.name = name
-        self.reads_body = reads_body
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":  # lifespan and websocket: nothing to do
@@ -132,7 +122,7 @@ class HttpApp:
             raise InvalidRequest("a request may not have both Content-Length and Transfer-Encoding")
         client = scope.get("client") or ("", 0)
         request = Request(scope["method"], scope["path"], headers, client[0])
-        if self.reads_body(request.method, request.path):
+        if request.method in ("POST", "PUT"):
             request.body = await self._body(headers, receive)
         return request
 
@@ -142,14 +132,15 @@ class HttpApp:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise LimitExceeded(f"body of {declared} bytes; the limit is {limit} (ie.limits.max_body_bytes)")
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.limits.read_timeout_s
+        timeout_s = self.limits.read_timeout_ms / 1000
+        deadline = loop.time() + timeout_s
         chunks: list[bytes] = []
         size = 0
         while True:
             try:
                 message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
             except TimeoutError as e:
-                raise BodyTimeout(f"the body did not arrive within {self.limits.read_timeout_s:g} s") from e
+                raise BodyTimeout(f"the body did not arrive within {timeout_s:g} s") from e
             if message["type"] == "http.disconnect":
                 raise BodyTimeout("the client closed the connection before sending its body")
             chunk = message.get("body", b"")

@@ -13,10 +13,10 @@ import logging
 import os
 import socket
 import threading
-from dataclasses import dataclass
 
 import uvicorn
 
+from pipeline.config import Limits
 from pipeline.http.protocol import protocol_class
 
 logger = logging.getLogger(__name__)
@@ -46,18 +46,12 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-@dataclass(frozen=True)
-class HttpTimeouts:
-    read_s: float = 10.0
-    keepalive_s: float = 5.0
-
-
 class HttpServers:
-    """uvicorn servers for ``(name, socket, ASGI app)`` triples, in one background thread."""
+    """uvicorn servers for ``(name, socket, ASGI app)`` triples, in one background thread, with
+    the timeouts and head size of ``limits`` (``ie.limits``)."""
 
-    def __init__(self, timeouts: HttpTimeouts, max_head_bytes: int):
-        self._timeouts = timeouts
-        self._max_head_bytes = max_head_bytes
+    def __init__(self, limits: Limits):
+        self._limits = limits
         self._servers: list[tuple[str, socket.socket, uvicorn.Server]] = []
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -66,15 +60,16 @@ class HttpServers:
     def add(self, name: str, sock: socket.socket, app) -> None:
         config = uvicorn.Config(
             app,
-            http=protocol_class(self._timeouts.read_s),
+            http=protocol_class(self._limits.read_timeout_ms / 1000),
             lifespan="off",
             access_log=False,
             log_config=None,
             server_header=False,
             date_header=True,
             backlog=BACKLOG,
-            timeout_keep_alive=max(1, round(self._timeouts.keepalive_s)),
-            h11_max_incomplete_event_size=self._max_head_bytes,
+            timeout_keep_alive=max(1, round(self._limits.keepalive_timeout_ms / 1000)),
+            # beyond the app's own URL and header limits, h11 refuses the head itself (431)
+            h11_max_incomplete_event_size=self._limits.max_url_bytes + self._limits.max_header_bytes,
         )
         self._servers.append((name, sock, uvicorn.Server(config)))
 

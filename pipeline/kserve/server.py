@@ -16,8 +16,9 @@ import logging
 import zlib
 from collections.abc import Callable
 
+from pipeline.config import Limits
 from pipeline.health import Readiness, WarmUp
-from pipeline.http.app import HttpApp, HttpLimits, Request, Response
+from pipeline.http.app import HttpApp, Request, Response
 from pipeline.kserve.protocol import (
     HEADER_LENGTH,
     MODEL_VERSION,
@@ -81,8 +82,7 @@ class KServeApp:
         self,
         cards: dict[str, ModelCard],
         backend: str,
-        limits: HttpLimits,
-        max_json_depth: int = 64,
+        limits: Limits,
         call: PipelineCall | None = None,
         on_model_ready: Callable[[str], None] | None = None,
         playground: bool = False,
@@ -90,7 +90,6 @@ class KServeApp:
         self.cards = dict(cards)
         self.backend = backend
         self.limits = limits
-        self.max_json_depth = max_json_depth
         self.readiness = Readiness(self.cards)
         self.playground = playground
         self._call = call
@@ -166,7 +165,7 @@ class KServeApp:
         )
         raw_length = request.headers.get(HEADER_LENGTH.lower())
         header_length = int(raw_length) if raw_length is not None and raw_length.isdigit() else None
-        call = parse_infer_request(body, header_length, task, self.max_json_depth)
+        call = parse_infer_request(body, header_length, task, self.limits.max_json_depth)
         if self._call is None:
             raise KServeError(503, "the pipeline is starting")
         answer = await self._call.kv_async(call.kv, call.log_id, request.client)

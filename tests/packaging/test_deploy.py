@@ -12,8 +12,7 @@ import pytest
 import yaml
 
 from client.bench.local_server import ROOT, serving
-from pipeline.config import load_config
-from pipeline.http.app import HttpLimits
+from pipeline.config import Limits, load_config
 from pipeline.kserve import KServeApp
 from tests.service.test_kserve import _cards
 
@@ -81,7 +80,7 @@ def test_probes_hit_the_health_routes_of_the_kserve_server():
     """The probe paths, asked of a real KServe server with no pipeline behind it yet: live, not ready."""
     container = _container()
     ports = _named_ports()
-    with serving(KServeApp(_cards(), "onnx", HttpLimits()).asgi) as port:
+    with serving(KServeApp(_cards(), "onnx", Limits()).asgi) as port:
         statuses = {}
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             get = container[probe]["httpGet"]

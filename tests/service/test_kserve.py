@@ -20,7 +20,6 @@ from client.bench.local_server import SERVING_MODEL, free_port, run_server, serv
 from pipeline.config import Limits
 from pipeline.errors import IEError, http_status_of
 from pipeline.health import warmup_request
-from pipeline.http.app import HttpLimits
 from pipeline.kserve import KServeApp
 from pipeline.kserve.protocol import (
     HEADER_LENGTH,
@@ -173,7 +172,7 @@ def test_warm_up_requests_pass_request_validation():
 
 @pytest.fixture(scope="module")
 def lone_server():
-    app = KServeApp(_cards(), "onnx", HttpLimits(max_body_bytes=4096))
+    app = KServeApp(_cards(), "onnx", Limits(max_body_bytes=4096))
     with serving(app.asgi) as port:
         yield port
 
@@ -309,7 +308,7 @@ def test_forked_children_do_not_keep_the_port():
     import multiprocessing
     import socket
 
-    with serving(KServeApp(_cards(), "onnx", HttpLimits()).asgi) as port:
+    with serving(KServeApp(_cards(), "onnx", Limits()).asgi) as port:
         child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,), daemon=True)
         child.start()
     try:

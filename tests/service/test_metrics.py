@@ -14,8 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from client.bench.local_server import SERVING_MODEL, free_port, run_server, serving
 from client.request import build_request
 from client.rpc_client import connect
+from pipeline.config import Limits
 from pipeline.errors import InferenceError, InvalidRequest, InvalidText
-from pipeline.http.app import HttpLimits
 from pipeline.jobs import RequestJob
 from pipeline.metrics import (
     IEMetrics,
@@ -101,7 +101,7 @@ def test_metrics_server_serves_prometheus_text():
     m = IEMetrics()
     m.set_backend("onnx")
     with (
-        serving(metrics_app(HttpLimits(), m)) as port,
+        serving(metrics_app(Limits(), m)) as port,
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r,
     ):
         families = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
