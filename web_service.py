@@ -8,8 +8,10 @@ DAG: request -> tokenize -> model -> decode -> response. HTTP: POST /ie/predicti
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
+import signal
 import socket
 
 from ops.decode_op import DecodeOp
@@ -209,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in (("backend", args.backend), ("http_gateway", args.http_gateway)) if v}
     configure_logging()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: every stack to the log
     try:
         config = load_config(args.config, overrides)
         configure_logging(config.ie.log_level)

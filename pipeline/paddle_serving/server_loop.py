@@ -28,6 +28,7 @@ _GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", 256 * 1024 * 1024),
     ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
 ]
+_SHUTDOWN_SLACK_S = 5.0  # after the grace period, how long cancelled calls get to end
 
 
 def grpc_address(host: str, port: int) -> str:
@@ -61,29 +62,36 @@ def run_until_signal(
         raise ValueError("build_dag_each_worker: true is not supported; use worker_num threads")
     stop = stop_event or threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    grpc_server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=server._worker_num), options=_GRPC_OPTIONS
-    )
+    # Every fork (op worker processes, the Go gateway) happens before gRPC creates its threads:
+    # a child forked while gRPC threads run gets gRPC's fork handlers skipped ("Other threads are
+    # currently calling into gRPC") and can leave the parent's gRPC unable to finish shutting down.
     servicer = GuardedServicer(server._name, server._response_op, server._conf)
-    pipeline_service_pb2_grpc.add_PipelineServiceServicer_to_server(servicer, grpc_server)
-    if grpc_server.add_insecure_port(grpc_address(bind_address, server._rpc_port)) == 0:
-        raise OSError(f"cannot listen on {bind_address}:{server._rpc_port} (rpc_port)")
-    grpc_server.start()
     watchdog = WorkerWatchdog(op_workers(servicer._dag_executor._dag), lambda _: stop.set()).start()
     gateway = start_go_gateway(server._rpc_port, go_gateway_port) if go_gateway_port else None
-    if on_started is not None:
-        on_started(servicer)
-    logger.info("ready: RPC on %s", grpc_address(bind_address, server._rpc_port))
+    grpc_server = None
+    drained = None
     try:
+        grpc_server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=server._worker_num), options=_GRPC_OPTIONS
+        )
+        pipeline_service_pb2_grpc.add_PipelineServiceServicer_to_server(servicer, grpc_server)
+        if grpc_server.add_insecure_port(grpc_address(bind_address, server._rpc_port)) == 0:
+            raise OSError(f"cannot listen on {bind_address}:{server._rpc_port} (rpc_port)")
+        grpc_server.start()
+        if on_started is not None:
+            on_started(servicer)
+        logger.info("ready: RPC on %s", grpc_address(bind_address, server._rpc_port))
         stop.wait()
     finally:
         watchdog.stop()
         grace = grace_s if watchdog.death is None else min(grace_s, death_grace_s)
         logger.info("shutting down: draining in-flight requests (up to %.0fs)", grace)
         _run_all(before_drain)
-        drained = grpc_server.stop(grace)
+        if grpc_server is not None:
+            drained = grpc_server.stop(grace)
         _run_all([lambda step=step: step(grace) for step in while_draining])
-        drained.wait()
+        if drained is not None and not drained.wait(grace + _SHUTDOWN_SLACK_S):
+            logger.warning("gRPC did not finish shutting down %.0fs after the drain; exiting anyway", grace)
         watchdog.terminate_workers()
         if gateway is not None:
             stop_processes([gateway])

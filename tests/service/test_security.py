@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -479,6 +480,16 @@ def _start(tmp_path: Path, config: Path):
     return srv
 
 
+def _exit_code(srv, timeout_s: float = 30.0) -> int:
+    """The server's exit code; fails with the tail of its log when it does not exit in time."""
+    try:
+        return srv.proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        srv.proc.send_signal(signal.SIGUSR1)  # the server writes every thread's stack to its log
+        time.sleep(1)
+        pytest.fail(f"server still running {timeout_s:.0f}s after SIGTERM; log:\n{srv.log()[-6000:]}")
+
+
 @pytest.mark.parametrize("gateway", ["python", "go"])
 def test_sigkill_leaves_no_process_and_a_restart_succeeds(tmp_path, gateway):
     if gateway == "go" and not go_gateway_runs_here():
@@ -499,7 +510,7 @@ def test_sigkill_leaves_no_process_and_a_restart_succeeds(tmp_path, gateway):
         again = _start(tmp_path, config)  # same ports, at once
         assert "spo_list" in rpc_client.predict("spo", "张伟出生于杭州。", endpoint=again.rpc_endpoint)[0]
         again.proc.send_signal(signal.SIGTERM)
-        assert again.proc.wait(30) == 0
+        assert _exit_code(again) == 0
         assert _group(again.proc.pid) == []
     finally:
         for pid in _group(srv.proc.pid):
@@ -517,7 +528,7 @@ def test_sigterm_after_traffic_then_restart_at_once(tmp_path):
             )
             assert status == 200
         srv.proc.send_signal(signal.SIGTERM)
-        assert srv.proc.wait(30) == 0
+        assert _exit_code(srv) == 0
         assert _group(srv.proc.pid) == []
         started = time.monotonic()
         again = _start(tmp_path, config)  # the ports have sockets in TIME_WAIT now
