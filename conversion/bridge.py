@@ -2,9 +2,12 @@
 
 ``build`` writes the demo dataset, trains the tiny demo models when their checkpoints are
 missing (or takes ``--uie-checkpoint`` / ``--spo-checkpoint``), converts them and checks every
-hop; ``check`` re-runs the checks of an existing ``serving_model/`` against the checkpoints its
-model cards name. ``serving_model/parity.json`` gets one row per hop, in order, including a
-failing one; the exit code is 0 only when every hop passed.
+hop (``--only uie|spo``: one model; the other's rows in parity.json are kept); ``check`` re-runs
+the checks of an existing ``serving_model/`` against the checkpoints its model cards name.
+``serving_model/parity.json`` gets one row per hop, in order, including a failing one, with the
+hop's wall time and peak resident memory. Exit code: 0 when every hop passed, 1 when a check or a
+conversion step failed, 2 when a checkpoint cannot be converted as it is (the message names the
+file and the fix).
 
 Idempotence: training is skipped when a checkpoint exists; a model's conversion is skipped
 when its outputs are complete, made from the same checkpoint and newer than it (``--force``
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -23,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conversion.errors import CheckpointError, ConversionError
 from conversion.parity import (
     Engine,
     Feeds,
@@ -48,15 +53,57 @@ CARD_KEYS = ("name", "task", "max_seq_len", "vocab", "inputs", "outputs")
 # -- parity bookkeeping ------------------------------------------------------------------------
 
 
+def _reset_peak_rss() -> bool:
+    """Start a new peak-RSS window for this process (Linux: /proc/self/clear_refs)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory since the last reset (VmHWM), else since it started."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 @dataclass
 class ParityLog:
-    """Rows of ``parity.json``; each check is recorded before its error is raised."""
+    """Rows of ``parity.json``; each check is recorded before its error is raised, with the wall
+    time and peak resident memory of its hop (since the previous row: the conversion and the
+    check)."""
 
     path: Path
     rows: list[dict[str, Any]] = field(default_factory=list)
+    _since: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def keeping(cls, path: Path, models: set[str]) -> ParityLog:
+        """A log of ``path`` that starts with its existing rows of ``models`` (other builds)."""
+        rows = []
+        if path.is_file():
+            rows = [
+                r for r in json.loads(path.read_text(encoding="utf-8"))["hops"] if r.get("model") in models
+            ]
+        return cls(path, rows)
+
+    def start_hop(self) -> None:
+        """The next row's time and memory count from now."""
+        self._since = time.perf_counter()
+        _reset_peak_rss()
 
     def record(self, result: HopResult) -> None:
-        self.rows.append(result.as_row())
+        row = result.as_row()
+        row["seconds"] = round(time.perf_counter() - self._since, 2)
+        row["peak_rss_mib"] = _peak_rss_mib()
+        self.rows.append(row)
+        self.start_hop()
 
     def write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -237,6 +284,18 @@ def check_served(out_dir: Path, checker: Callable[[str, str, Engine, Engine], Ho
         onnx.close()
 
 
+def checkpoint_tokenizer(ckpt: Path) -> IETokenizer:
+    """The tokenizer the checkpoint was trained with: its vocab.txt."""
+    try:
+        return IETokenizer.from_file(ckpt / VOCAB)
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"{ckpt} has no {VOCAB}", "copy the vocab the model was trained with there"
+        ) from None
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{ckpt / VOCAB} cannot be used: {e}") from None
+
+
 # -- the two models ----------------------------------------------------------------------------
 
 
@@ -255,7 +314,7 @@ def process_uie(
     from conversion.models.uie_paddle import load_uie_checkpoint
 
     model, config = load_uie_checkpoint(ckpt)
-    tokenizer = IETokenizer.from_file(ckpt / VOCAB)
+    tokenizer = checkpoint_tokenizer(ckpt)
     max_seq_len = served_max_seq_len(ckpt, min(512, config.max_position_embeddings))
     cases = make_cases(UIE_SPEC, tokenizer, inputs.texts, seed, prompts=inputs.prompts)
     decode = uie_decoder(inputs.decode_texts, inputs.uie_schema, tokenizer, max_seq_len)
@@ -281,12 +340,12 @@ def process_spo(
     import torch
 
     from conversion.export_spo import run_spo
-    from conversion.models.spo_torch import load_spo_checkpoint
+    from conversion.models.spo_checkpoint import load_spo_checkpoint
     from conversion.serving_export import find_model_files
 
     torch.set_num_threads(2)
     model = load_spo_checkpoint(ckpt)
-    tokenizer = IETokenizer.from_file(ckpt / VOCAB)
+    tokenizer = checkpoint_tokenizer(ckpt)
     predicates = [p["name"] for p in _spo_predicates(ckpt)]
     max_seq_len = served_max_seq_len(ckpt, SPO_SPEC.max_seq_len)
     cases = make_cases(SPO_SPEC, tokenizer, inputs.texts, seed)
@@ -305,32 +364,44 @@ def process_spo(
 # -- commands ----------------------------------------------------------------------------------
 
 
-def _ensure_demo(work: Path, seed: int, uie_ckpt: Path | None, spo_ckpt: Path | None) -> tuple[Path, Path]:
-    """Write the demo data and train the missing demo checkpoints; the two checkpoint dirs."""
+def _ensure_demo(
+    work: Path,
+    seed: int,
+    uie_ckpt: Path | None,
+    spo_ckpt: Path | None,
+    train_uie: bool = True,
+    train_spo: bool = True,
+) -> tuple[Path, Path]:
+    """Write the demo data and train the missing demo checkpoints that are needed (the demo UIE
+    starts from the demo SPO encoder); the two checkpoint dirs."""
     from conversion import demo_data
 
+    train_spo = train_spo or (train_uie and uie_ckpt is None)
     data = work / "data"
-    needs_data = uie_ckpt is None or spo_ckpt is None
+    needs_data = (train_uie and uie_ckpt is None) or (train_spo and spo_ckpt is None)
     files = ("train.jsonl", "dev.jsonl", "test.jsonl", VOCAB)
     if needs_data and not all((data / name).is_file() for name in files):
         demo_data.write_dataset(data, seed=seed)
     demo_spo = None
     if spo_ckpt is None:
         spo_ckpt = demo_spo = work / "spo_ckpt"
-        if not (spo_ckpt / "model.pt").is_file():
+        if train_spo and not (spo_ckpt / "model.pt").is_file():
             from conversion.train_spo import train_spo
 
             logger.info("training the demo SPO model into %s", spo_ckpt)
             train_spo(data, spo_ckpt, seed=seed)
     if uie_ckpt is None:
         uie_ckpt = work / "uie_ckpt"
-        if not (uie_ckpt / "model_state.pdparams").is_file():
+        if train_uie and not (uie_ckpt / "model_state.pdparams").is_file():
             from conversion.train_uie import train_uie
 
             # the demo SPO encoder (same data, same vocab) is the demo UIE's starting point
             logger.info("training the demo UIE model into %s", uie_ckpt)
             train_uie(data, uie_ckpt, seed=seed, init_encoder=demo_spo, threads=2)
     return uie_ckpt, spo_ckpt
+
+
+MODELS = ("uie", "spo")
 
 
 def build(
@@ -340,49 +411,89 @@ def build(
     uie_checkpoint: Path | None = None,
     spo_checkpoint: Path | None = None,
     force: bool = False,
+    only: str | None = None,
 ) -> int:
-    """Build ``out`` (see the module docstring); 0 when every hop passed, else 1."""
+    """Build ``out`` (see the module docstring); the exit code."""
     t0 = time.perf_counter()
-    uie_ckpt, spo_ckpt = _ensure_demo(work, seed, uie_checkpoint, spo_checkpoint)
-    inputs = parity_inputs(seed)
-    log = ParityLog(out / PARITY)
-    steps = (
-        ("uie", process_uie, uie_ckpt, uie_checkpoint is None),
-        ("spo", process_spo, spo_ckpt, spo_checkpoint is None),
-    )
-    try:
-        for name, process, ckpt, demo in steps:
+    names = [only] if only else list(MODELS)
+    log = ParityLog.keeping(out / PARITY, set(MODELS) - set(names))
+    kept = len(log.rows)
+
+    def run() -> None:
+        uie_ckpt, spo_ckpt = _ensure_demo(
+            work, seed, uie_checkpoint, spo_checkpoint, train_uie="uie" in names, train_spo="spo" in names
+        )
+        inputs = parity_inputs(seed)
+        steps = {
+            "uie": (process_uie, uie_ckpt, uie_checkpoint is None),
+            "spo": (process_spo, spo_ckpt, spo_checkpoint is None),
+        }
+        for name in names:
+            process, ckpt, demo = steps[name]
             convert = force or not is_fresh(out / name, ckpt)
             if not convert:
                 logger.info("%s: outputs are up to date with %s; checking only", name, ckpt)
             (out / name).mkdir(parents=True, exist_ok=True)
+            log.start_hop()
             process(ckpt, out / name, work / "export" / name, inputs, log, seed, convert, demo)
-    except ParityCheckError as e:
-        log.write()
-        logger.error("parity check failed: %s", e)
-        return 1
-    log.write()
-    logger.info(
-        "serving model written to %s: %d hops passed in %.0fs", out, len(log.rows), time.perf_counter() - t0
-    )
-    return 0
+
+    code = _run_logged(run, log)
+    if code == 0:
+        logger.info(
+            "serving model written to %s: %d hops passed in %.0fs",
+            out,
+            len(log.rows) - kept,
+            time.perf_counter() - t0,
+        )
+    return code
 
 
 def check(out: Path, seed: int = 0) -> int:
-    """Re-run every hop's check on an existing ``out``; 0 when every hop passed, else 1."""
-    inputs = parity_inputs(seed)
+    """Re-run every hop's check on an existing ``out``; the exit code."""
     log = ParityLog(out / PARITY)
-    try:
+
+    def run() -> None:
+        inputs = parity_inputs(seed)
         for name, process in (("uie", process_uie), ("spo", process_spo)):
-            card = json.loads((out / name / CARD).read_text(encoding="utf-8"))
-            ckpt = Path(card["checkpoint"])
-            process(ckpt, out / name, None, inputs, log, seed, False, card.get("source") == "demo")
+            card_path = out / name / CARD
+            if not card_path.is_file():
+                raise CheckpointError(
+                    f"{card_path} does not exist", "build it with `python -m conversion.bridge build`"
+                )
+            card = json.loads(card_path.read_text(encoding="utf-8"))
+            log.start_hop()
+            process(
+                Path(card["checkpoint"]),
+                out / name,
+                None,
+                inputs,
+                log,
+                seed,
+                False,
+                card.get("source") == "demo",
+            )
+
+    code = _run_logged(run, log)
+    if code == 0:
+        logger.info("%d hops passed", len(log.rows))
+    return code
+
+
+def _run_logged(run: Callable[[], None], log: ParityLog) -> int:
+    """Run ``run``; write parity.json whatever happens; a named error is one log line and a code."""
+    try:
+        run()
     except ParityCheckError as e:
-        log.write()
         logger.error("parity check failed: %s", e)
         return 1
-    log.write()
-    logger.info("%d hops passed", len(log.rows))
+    except ConversionError as e:
+        logger.error("conversion failed: %s", e)
+        return 1
+    except CheckpointError as e:
+        logger.error("cannot convert: %s", e)
+        return 2
+    finally:
+        log.write()
     return 0
 
 
@@ -397,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--uie-checkpoint", type=Path, default=None)
     b.add_argument("--spo-checkpoint", type=Path, default=None)
     b.add_argument("--force", action="store_true", help="convert even when the outputs are up to date")
+    b.add_argument("--only", choices=MODELS, help="build one model (the other's parity rows are kept)")
     c = sub.add_parser("check", help="re-run the parity checks of an existing serving_model")
     c.add_argument("--out", type=Path, default=Path("serving_model"))
     c.add_argument("--seed", type=int, default=0)
@@ -405,7 +517,9 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("x2paddle", "x2paddle.convert", "paddle2onnx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command == "build":
-        return build(args.out, args.work, args.seed, args.uie_checkpoint, args.spo_checkpoint, args.force)
+        return build(
+            args.out, args.work, args.seed, args.uie_checkpoint, args.spo_checkpoint, args.force, args.only
+        )
     return check(args.out, args.seed)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from conversion.errors import ConversionError
 from conversion.parity import Engine, Feeds, HopResult, onnx_engine
 from conversion.serving_export import (
     find_model_files,
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 Checker = Callable[[str, str, Engine, Engine], HopResult]
 
 
-class X2PaddleError(RuntimeError):
+class X2PaddleError(ConversionError):
     """X2Paddle did not produce a Paddle inference model."""
 
 

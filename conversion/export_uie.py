@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from conversion.errors import ConversionError
 from conversion.parity import Engine, Feeds, HopResult, onnx_engine
 from conversion.serving_export import (
     ServingExportError,
@@ -33,7 +34,7 @@ Checker = Callable[[str, str, Engine, Engine], HopResult]
 STATIC_PREFIX = "inference"
 
 
-class OnnxExportError(RuntimeError):
+class OnnxExportError(ConversionError):
     """paddle2onnx produced no model or a model whose inputs/outputs do not match the spec."""
 
 

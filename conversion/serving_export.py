@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from conversion.parity import Engine
     from conversion.spec import ConversionSpec
 
+from conversion.errors import ConversionError
+
 logger = logging.getLogger(__name__)
 
 SERVER_CONF = "serving_server_conf.prototxt"
@@ -55,7 +57,7 @@ TYPE_CODES: dict[str, int] = {
 }
 
 
-class ServingExportError(RuntimeError):
+class ServingExportError(ConversionError):
     """The inference model cannot be turned into a serving model (missing files, unmatched names)."""
 
 

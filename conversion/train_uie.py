@@ -29,7 +29,7 @@ from conversion.demo_data import uie_schema
 from conversion.metrics import micro_prf
 from conversion.metrics import uie_gold_facts as gold_facts
 from conversion.metrics import uie_predicted_facts as predicted_facts
-from conversion.models.spo_torch import load_spo_checkpoint
+from conversion.models.spo_checkpoint import load_spo_checkpoint
 from conversion.models.uie_paddle import UIE, UIEConfig, save_uie_checkpoint
 from conversion.models.uie_torch import (
     TorchUIE,

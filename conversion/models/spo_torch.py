@@ -22,14 +22,6 @@ NEG = 1e4  # magnitude of the additive masks (finite, no -inf)
 CONFIG_FILE, WEIGHTS_FILE, PREDICATES_FILE = "config.json", "model.pt", "predicates.json"
 
 
-class CheckpointMismatchError(RuntimeError):
-    """A checkpoint's keys do not match the model (lists missing and unexpected keys)."""
-
-    def __init__(self, missing: list[str], unexpected: list[str]):
-        self.missing, self.unexpected = missing, unexpected
-        super().__init__(f"checkpoint mismatch: missing keys {missing}, unexpected keys {unexpected}")
-
-
 @dataclass
 class SPOConfig:
     """Model hyper-parameters; JSON keys are HF ``BertConfig`` names plus GPLinker ones."""
@@ -46,6 +38,7 @@ class SPOConfig:
     efficient_heads: bool = False  # EfficientGlobalPointer or plain GlobalPointer heads
     relation_rope: bool = False  # RoPE in so_head / so_tail too (learned much slower in trials)
     layer_norm_eps: float = 1e-12
+    hidden_act: str = "gelu"  # one of ACTIVATIONS
     initializer_range: float = 0.02  # std of the HF-style normal init (0: PyTorch default init)
     position_init_scale: float = 0.02  # sinusoidal position table times this (learned afterwards)
     relation_init_offset: float = 8.0  # so_head/so_tail logits start near -this (biases of q, k)
@@ -63,12 +56,26 @@ class SPOConfig:
 
     def to_json(self, path: str | Path) -> None:
         """Write a HF-compatible config.json."""
-        data = {"model_type": "bert", "hidden_act": "gelu", "pad_token_id": 0, **asdict(self)}
+        data = {"model_type": "bert", "pad_token_id": 0, **asdict(self)}
         Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _gelu(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GELU's tanh approximation (HF ``gelu_new`` / ``gelu_pytorch_tanh``); x*x*x, not Pow, for X2Paddle."""
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+
+
+# HF ``hidden_act`` names of the activations BERT checkpoints use -> the function exported here
+ACTIVATIONS = {
+    "gelu": _gelu,
+    "gelu_new": _gelu_tanh,
+    "gelu_pytorch_tanh": _gelu_tanh,
+    "relu": torch.relu,
+}
 
 
 def _sinusoid_(weight: torch.Tensor) -> None:
@@ -166,9 +173,12 @@ class BertIntermediate(nn.Module):
     def __init__(self, cfg: SPOConfig):
         super().__init__()
         self.dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        if cfg.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"hidden_act {cfg.hidden_act!r} is not one of {sorted(ACTIVATIONS)}")
+        self.act = ACTIVATIONS[cfg.hidden_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _gelu(self.dense(x))
+        return self.act(self.dense(x))
 
 
 class BertOutput(BertSelfOutput):
@@ -350,21 +360,6 @@ class SPOModel(nn.Module):
         )
 
 
-def load_encoder_state_dict(model: SPOModel, state_dict: dict[str, torch.Tensor]) -> None:
-    """Load a HF ``BertModel`` / ``BertForPreTraining`` state dict into ``model.bert`` (strict).
-
-    Keys outside the encoder (pooler, MLM/NSP heads, position_ids buffers) are ignored.
-    """
-    sd = {}
-    for key, value in state_dict.items():
-        name = key[len("bert.") :] if key.startswith("bert.") else key
-        if name.startswith(("embeddings.", "encoder.")) and not name.endswith("position_ids"):
-            sd[name] = value
-    result = model.bert.load_state_dict(sd, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointMismatchError(list(result.missing_keys), list(result.unexpected_keys))
-
-
 def save_spo_checkpoint(model: SPOModel, ckpt_dir: str | Path) -> Path:
     """Write config.json and model.pt (state dict) into ``ckpt_dir``."""
     ckpt_dir = Path(ckpt_dir)
@@ -372,15 +367,3 @@ def save_spo_checkpoint(model: SPOModel, ckpt_dir: str | Path) -> Path:
     model.config.to_json(ckpt_dir / CONFIG_FILE)
     torch.save(model.state_dict(), ckpt_dir / WEIGHTS_FILE)
     return ckpt_dir
-
-
-def load_spo_checkpoint(ckpt_dir: str | Path) -> SPOModel:
-    """Build an :class:`SPOModel` from ``ckpt_dir`` (config.json + model.pt), in eval mode."""
-    ckpt_dir = Path(ckpt_dir)
-    model = SPOModel(SPOConfig.from_json(ckpt_dir / CONFIG_FILE))
-    state = torch.load(ckpt_dir / WEIGHTS_FILE, weights_only=True, map_location="cpu")
-    expected, got = set(model.state_dict()), set(state)
-    if expected != got:
-        raise CheckpointMismatchError(sorted(expected - got), sorted(got - expected))
-    model.load_state_dict(state, strict=True)
-    return model.eval()

@@ -19,6 +19,8 @@ import numpy as np
 import paddle
 from paddle import nn
 
+from conversion.errors import CheckpointError
+
 logger = logging.getLogger(__name__)
 
 MODEL_STATE = "model_state.pdparams"
@@ -30,10 +32,6 @@ VOCAB_FILE = "vocab.txt"
 _IGNORED_KEYS = ("StructuredToParameterName@@",)
 # Old Taskflow UIE checkpoints (``self.encoder = ErnieModel``) prefix the encoder with ``encoder.``.
 _LEGACY_PREFIX, _PREFIX = "encoder.", "ernie."
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory is incomplete or does not match the model it describes."""
 
 
 @dataclass

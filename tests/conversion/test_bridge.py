@@ -30,7 +30,10 @@ LAYOUT = (
     "vocab.txt",
     "model_card.json",
 )
-ROW_KEYS = {"model", "from", "to", "max_abs_diff", "atol", "cases", "decoded_equal", "passed"}
+ROW_KEYS = {
+    *("model", "from", "to", "max_abs_diff", "atol", "cases", "decoded_equal", "passed"),
+    *("seconds", "peak_rss_mib"),
+}
 
 
 def _tiny_checkpoints(root: Path) -> tuple[Path, Path]:
@@ -159,3 +162,103 @@ def test_rerun_skips_conversion_then_check_catches_a_broken_file(built, caplog) 
         ("spo", "torch", "onnx", False),
     ]
     assert rows[-1]["max_abs_diff"] > rows[-1]["atol"]
+
+
+def _gplinker_checkpoint(root: Path, ckpt: Path, weights: str = "model.safetensors") -> tuple[Path, object]:
+    """A bojone-style GPLinker (EfficientGlobalPointer heads, bert4keras layout, ``encoder.``
+    prefix, tanh GELU) saved as transformers and safetensors save it; and the reference model."""
+    import shutil
+
+    import torch
+    import transformers
+    from safetensors.torch import save_file
+
+    from tests.conversion.gplinker_reference import ReferenceGPLinker
+
+    predicates = [p["name"] for p in demo_data.schema_dict()["predicates"][:3]]
+    vocab = (root / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    cfg = transformers.BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=512, hidden_act="gelu_new",
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, attn_implementation="eager",
+    )  # fmt: skip
+    torch.manual_seed(1)
+    names = ("mention_detect", "s_o_head", "s_o_tail")
+    ref = ReferenceGPLinker(cfg, len(predicates), 16, "bert4keras", True, "encoder", names).eval()
+    with torch.no_grad():
+        for name in names:  # mostly negative cells, a few positive: a short decode with triples
+            head = getattr(ref, name)
+            head.p_dense.weight.normal_(0.0, 0.3)
+            head.q_dense.weight.normal_(0.0, 0.3)
+            head.q_dense.bias.fill_(-6.0)
+    ckpt.mkdir()
+    state = {k: v.contiguous() for k, v in ref.state_dict().items()}
+    if weights.endswith(".safetensors"):
+        save_file(state, str(ckpt / weights))
+    else:
+        torch.save(state, ckpt / weights)
+    (ckpt / "config.json").write_text(json.dumps({**cfg.to_dict(), "head_layout": "bert4keras"}), "utf-8")
+    (ckpt / "predicates.json").write_text(json.dumps(predicates, ensure_ascii=False), "utf-8")
+    shutil.copyfile(root / "vocab.txt", ckpt / "vocab.txt")
+    return ckpt, ref
+
+
+def test_a_gplinker_checkpoint_goes_through_and_is_served_with_the_reference_triples(built, tmp_path) -> None:
+    import torch
+
+    from client import rpc_client
+    from client.bench.local_server import run_server
+    from pipeline.spo_decode import decode_spo_dense
+    from pipeline.tokenizer import IETokenizer
+
+    out, work, *_ = built
+    ckpt, ref = _gplinker_checkpoint(out.parent, tmp_path / "gplinker")
+    mine = tmp_path / "serving_model"
+    assert bridge.build(mine, work, seed=0, spo_checkpoint=ckpt, only="spo") == 0
+    rows = json.loads((mine / "parity.json").read_text(encoding="utf-8"))["hops"]
+    assert [(r["model"], r["from"], r["to"]) for r in rows] == [h for h in HOPS if h[0] == "spo"]
+    assert all(r["passed"] and r["decoded_equal"] for r in rows)
+    assert all(r["seconds"] > 0 and r["peak_rss_mib"] > 100 for r in rows)
+    card = json.loads((mine / "spo" / "model_card.json").read_text(encoding="utf-8"))
+    assert card["architecture"]["hidden_act"] == "gelu_new" and card["architecture"]["efficient_heads"]
+
+    texts = bridge.parity_inputs(0).decode_texts
+    tokenizer = IETokenizer.from_file(ckpt / "vocab.txt")
+    expected = []
+    for text in texts:
+        enc = tokenizer.encode(text, max_len=card["max_seq_len"])
+        ids = torch.tensor([enc.input_ids])
+        with torch.no_grad():
+            logits = [
+                x[0].numpy() for x in ref(ids, torch.tensor([enc.token_type_ids]), torch.ones_like(ids))
+            ]
+        expected.append(decode_spo_dense(*logits, enc, text, [p["name"] for p in card["predicates"]]))
+    assert sum(map(len, expected)) > 0, "the reference decodes no triple: nothing would be compared"
+
+    def triples(spo_list):
+        keys = ("subject", "subject_start", "predicate", "object", "object_start")
+        return sorted(tuple(t[k] for k in keys) for t in spo_list)
+
+    with run_server(tmp_path / "srv", backend="onnx", models={"spo": {"dir": str(mine / "spo")}}) as srv:
+        served = rpc_client.predict("spo", texts, endpoint=srv.rpc_endpoint)
+    assert [triples(r["spo_list"]) for r in served] == [triples(e) for e in expected]
+
+
+def test_a_checkpoint_problem_exits_2_naming_the_file_and_keeps_the_rows_of_hops_run(
+    built, tmp_path, caplog
+) -> None:
+    import shutil
+
+    out, work, *_ = built
+    mine = tmp_path / "serving_model"
+    shutil.copytree(out, mine)
+    before = json.loads((mine / "parity.json").read_text(encoding="utf-8"))["hops"]
+    ckpt, _ = _gplinker_checkpoint(out.parent, tmp_path / "gplinker", weights="pytorch_model.bin")
+    (ckpt / "predicates.json").unlink()
+    argv = ["build", "--out", str(mine), "--work", str(work), "--only", "spo", "--spo-checkpoint", str(ckpt)]
+    logging.getLogger("conversion.bridge").disabled = False  # see the re-run test
+    with caplog.at_level("ERROR", logger="conversion.bridge"):
+        assert bridge.main(argv) == 2  # returns: no exception, no traceback
+    assert f"cannot convert: {ckpt} has no predicates.json; list the predicates" in caplog.text
+    after = json.loads((mine / "parity.json").read_text(encoding="utf-8"))["hops"]
+    assert after == [r for r in before if r["model"] == "uie"]
