@@ -40,7 +40,8 @@ from conversion.parity import (
     uie_decoder,
 )
 from conversion.spec import SPO_SPEC, UIE_SPEC, ConversionSpec
-from pipeline.tokenizer import IETokenizer
+from pipeline.model_card import TokenizerCard
+from pipeline.tokenizer import IETokenizer, read_tokenizer_settings
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +192,7 @@ def model_card(
     architecture: dict[str, Any],
     max_seq_len: int,
     onednn: HopResult | None,
+    tokenizer: IETokenizer,
 ) -> dict[str, Any]:
     """The ``model_card.json`` content (ARCHITECTURE.md) for one converted model."""
     demo_schema = _demo_schema()
@@ -231,6 +233,7 @@ def model_card(
         "anchor_children": True,
         "window_overlap": None,
     }
+    card["tokenizer"] = TokenizerCard.from_settings(tokenizer.settings).model_dump()
     card["verified_max_batch"] = spec.cases.max_batch  # the parity cases' largest batch
     return card
 
@@ -285,9 +288,10 @@ def check_served(out_dir: Path, checker: Callable[[str, str, Engine, Engine], Ho
 
 
 def checkpoint_tokenizer(ckpt: Path) -> IETokenizer:
-    """The tokenizer the checkpoint was trained with: its vocab.txt."""
+    """The tokenizer the checkpoint was trained with: its vocab.txt, read as its
+    tokenizer_config.json says (lowercasing, accent stripping)."""
     try:
-        return IETokenizer.from_file(ckpt / VOCAB)
+        return IETokenizer.from_file(ckpt / VOCAB, read_tokenizer_settings(ckpt))
     except FileNotFoundError:
         raise CheckpointError(
             f"{ckpt} has no {VOCAB}", "copy the vocab the model was trained with there"
@@ -325,7 +329,7 @@ def process_uie(
         shutil.copyfile(ckpt / VOCAB, out_dir / VOCAB)
     probe = onednn_probe(UIE_SPEC, art.serving_server, files, cases)
     arch = {"type": "ernie-uie", **config.to_dict()}
-    _write_card(out_dir, model_card(UIE_SPEC, ckpt, demo, files, arch, max_seq_len, probe))
+    _write_card(out_dir, model_card(UIE_SPEC, ckpt, demo, files, arch, max_seq_len, probe, tokenizer))
     check_served(out_dir, checker)
 
 
@@ -357,7 +361,7 @@ def process_spo(
     files = find_model_files(art.serving_server)
     probe = onednn_probe(SPO_SPEC, art.serving_server, files, cases)
     arch = {"type": "bert-gplinker", **asdict(model.config)}
-    _write_card(out_dir, model_card(SPO_SPEC, ckpt, demo, files, arch, max_seq_len, probe))
+    _write_card(out_dir, model_card(SPO_SPEC, ckpt, demo, files, arch, max_seq_len, probe, tokenizer))
     check_served(out_dir, checker)
 
 

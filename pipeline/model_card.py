@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from pipeline.errors import ModelLoadError
+from pipeline.tokenizer import TokenizerSettings
 
 CARD_NAME = "model_card.json"
 
@@ -28,6 +29,26 @@ class Reading(BaseModel):
     split_sentence: bool = False  # UIE: sentence by sentence (Taskflow's split_sentence)
     anchor_children: bool = True  # UIE: a child prompt asks only the windows holding its parent
     window_overlap: int | None = Field(default=None, ge=0)  # None: half a window
+
+
+class TokenizerCard(BaseModel):
+    """How the model's tokenizer reads text: its checkpoint's ``tokenizer_config.json`` resolved to
+    explicit booleans (the default is BERT's: lowercase and strip accents)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lowercase: StrictBool = True
+    strip_accents: StrictBool = True
+
+    @classmethod
+    def from_settings(cls, settings: TokenizerSettings) -> TokenizerCard:
+        """The card section for ``settings`` (``strip_accents=None`` resolved)."""
+        return cls(lowercase=settings.lowercase, strip_accents=settings.effective_strip_accents)
+
+    @property
+    def settings(self) -> TokenizerSettings:
+        """The settings to build the tokenizer with."""
+        return TokenizerSettings(lowercase=self.lowercase, strip_accents=self.strip_accents)
 
 
 class PaddleFiles(BaseModel):
@@ -66,6 +87,7 @@ class ModelCard(BaseModel):
     predicates: list[Predicate] = []
     schema_example: Any = None
     reading: Reading = Reading()
+    tokenizer: TokenizerCard = TokenizerCard()
     paddle_files: PaddleFiles | None = None
     paddle_onednn: OnednnVerdict | None = None
     verified_max_batch: int | None = Field(default=None, ge=1, description="rows per engine call checked")

@@ -62,7 +62,7 @@ def load_served_models(ie: IESettings) -> dict[str, ServedModel]:
             raise ModelLoadError(f"{settings.dir}/model_card.json is a {card.task!r} model, not {name!r}")
         vocab = settings.dir / card.vocab
         try:
-            tokenizer = IETokenizer.from_file(vocab)
+            tokenizer = IETokenizer.from_file(vocab, card.tokenizer.settings)
         except (OSError, ValueError) as e:
             raise ModelLoadError(f"cannot load vocab {vocab}: {e}") from e
         _check_against_card(name, settings, card, ie.max_batch_rows)

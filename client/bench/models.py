@@ -89,7 +89,7 @@ def write_checkpoints(size: str, work: Path, seed: int = 0) -> tuple[Path, Path]
     import torch
 
     from conversion import demo_data
-    from conversion.models.spo_torch import SPOConfig, SPOModel, save_spo_checkpoint
+    from conversion.models.spo_torch import SPOConfig, SPOModel
     from conversion.models.uie_paddle import UIE, UIEConfig, save_uie_checkpoint
 
     shape = SIZES[size]
@@ -121,12 +121,32 @@ def write_checkpoints(size: str, work: Path, seed: int = 0) -> tuple[Path, Path]
         for head in (spo.entity_head, spo.head_head, spo.tail_head):
             head.dense.weight.zero_()
             head.dense.bias.zero_()
-    spo_dir = save_spo_checkpoint(spo, work / "spo_ckpt")
+    spo_dir = save_hf_layout(spo, work / "spo_ckpt")
     (spo_dir / "vocab.txt").write_text(vocab_path.read_text(encoding="utf-8"), encoding="utf-8")
     (spo_dir / "predicates.json").write_text(
         json.dumps(predicates, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
     )
     return uie_dir, spo_dir
+
+
+def save_hf_layout(model, ckpt_dir: Path) -> Path:
+    """Save an SPO model as a PyTorch GPLinker training run leaves it: ``model.safetensors``
+    with a HF ``BertModel`` (pooler included) under ``bert.``, and transformers' config.json."""
+    import json
+    from dataclasses import asdict
+
+    import torch
+    from safetensors.torch import save_file
+
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    hidden = model.config.hidden_size
+    state["bert.pooler.dense.weight"] = torch.zeros(hidden, hidden)
+    state["bert.pooler.dense.bias"] = torch.zeros(hidden)
+    save_file(state, str(ckpt_dir / "model.safetensors"))
+    config = {"architectures": ["BertModel"], "model_type": "bert", **asdict(model.config)}
+    (ckpt_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return ckpt_dir
 
 
 def build_size(size: str, bench_dir: Path = BENCH_DIR, seed: int = 0) -> Path:

@@ -20,10 +20,12 @@ import paddle
 from paddle import nn
 
 from conversion.errors import CheckpointError
+from conversion.models.paddle_state import read_paddle_state
 
 logger = logging.getLogger(__name__)
 
 MODEL_STATE = "model_state.pdparams"
+WEIGHT_FILES = (MODEL_STATE, "model.safetensors")
 CONFIG_FILE = "config.json"
 LEGACY_CONFIG_FILE = "model_config.json"
 VOCAB_FILE = "vocab.txt"
@@ -243,7 +245,8 @@ def load_state_strict(model: UIE, state: dict[str, Any]) -> None:
 def load_uie_checkpoint(ckpt_dir: str | Path) -> tuple[UIE, UIEConfig]:
     """Load a UIE checkpoint in PaddleNLP layout, in eval mode.
 
-    The directory holds ``model_state.pdparams`` (read with ``paddle.load``, Paddle's own format),
+    The directory holds ``model_state.pdparams`` (Paddle's pickled format, read without running
+    code: :mod:`conversion.models.paddle_state`) or ``model.safetensors``,
     ``config.json`` or ``model_config.json``, and ``vocab.txt``. Loading is strict: missing or
     unexpected parameters and shape mismatches raise :class:`CheckpointError`. Tolerated: the
     ``StructuredToParameterName@@`` bookkeeping entry and the ``encoder.`` prefix of old Taskflow
@@ -251,16 +254,15 @@ def load_uie_checkpoint(ckpt_dir: str | Path) -> tuple[UIE, UIEConfig]:
     non-float32 weights are cast to float32.
     """
     ckpt_dir = Path(ckpt_dir)
-    weights, vocab = ckpt_dir / MODEL_STATE, ckpt_dir / VOCAB_FILE
-    for needed in (weights, vocab):
-        if not needed.is_file():
-            raise CheckpointError(f"{ckpt_dir} lacks {needed.name}")
+    vocab = ckpt_dir / VOCAB_FILE
+    weights = next((ckpt_dir / n for n in WEIGHT_FILES if (ckpt_dir / n).is_file()), None)
+    if weights is None:
+        raise CheckpointError(f"{ckpt_dir} has neither {MODEL_STATE} nor {WEIGHT_FILES[1]}")
+    if not vocab.is_file():
+        raise CheckpointError(f"{ckpt_dir} lacks {vocab.name}", "copy the training vocab there")
     config = UIEConfig.from_checkpoint_dir(ckpt_dir)
     model = UIE(config)
-    state = paddle.load(str(weights), return_numpy=True)
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{weights} is not a state dict")
-    load_state_strict(model, state)
+    load_state_strict(model, read_paddle_state(weights))
     model.eval()
     logger.info(
         "loaded UIE checkpoint %s (%d layers, hidden %d)",

@@ -116,6 +116,7 @@ def test_layout_and_model_cards(built) -> None:
         assert "ok" in card["paddle_onednn"]
         assert card["verified_max_batch"] == spec.cases.max_batch == 16
         assert set(card["reading"]) == {"split_sentence", "anchor_children", "window_overlap"}
+        assert card["tokenizer"] == {"lowercase": True, "strip_accents": True}  # BERT's, no config
     uie_card = json.loads((out / "uie" / "model_card.json").read_text(encoding="utf-8"))
     assert uie_card["source"] == str(uie_ckpt) and uie_card["max_seq_len"] == 512
     spo_card = json.loads((out / "spo" / "model_card.json").read_text(encoding="utf-8"))
@@ -200,6 +201,7 @@ def _gplinker_checkpoint(root: Path, ckpt: Path, weights: str = "model.safetenso
     (ckpt / "config.json").write_text(json.dumps({**cfg.to_dict(), "head_layout": "bert4keras"}), "utf-8")
     (ckpt / "predicates.json").write_text(json.dumps(predicates, ensure_ascii=False), "utf-8")
     shutil.copyfile(root / "vocab.txt", ckpt / "vocab.txt")
+    (ckpt / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False}), "utf-8")  # cased
     return ckpt, ref
 
 
@@ -209,7 +211,7 @@ def test_a_gplinker_checkpoint_goes_through_and_is_served_with_the_reference_tri
     from client import rpc_client
     from client.bench.local_server import run_server
     from pipeline.spo_decode import decode_spo_dense
-    from pipeline.tokenizer import IETokenizer
+    from pipeline.tokenizer import IETokenizer, read_tokenizer_settings
 
     out, work, *_ = built
     ckpt, ref = _gplinker_checkpoint(out.parent, tmp_path / "gplinker")
@@ -221,9 +223,10 @@ def test_a_gplinker_checkpoint_goes_through_and_is_served_with_the_reference_tri
     assert all(r["seconds"] > 0 and r["peak_rss_mib"] > 100 for r in rows)
     card = json.loads((mine / "spo" / "model_card.json").read_text(encoding="utf-8"))
     assert card["architecture"]["hidden_act"] == "gelu_new" and card["architecture"]["efficient_heads"]
+    assert card["tokenizer"] == {"lowercase": False, "strip_accents": False}
 
     texts = bridge.parity_inputs(0).decode_texts
-    tokenizer = IETokenizer.from_file(ckpt / "vocab.txt")
+    tokenizer = IETokenizer.from_file(ckpt / "vocab.txt", read_tokenizer_settings(ckpt))
     expected = []
     for text in texts:
         enc = tokenizer.encode(text, max_len=card["max_seq_len"])

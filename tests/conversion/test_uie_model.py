@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -195,6 +197,44 @@ def test_missing_unexpected_and_mismatched_keys_raise(tmp_path):
     (ckpt / "vocab.txt").unlink()
     with pytest.raises(CheckpointError, match=r"vocab\.txt"):
         load_uie_checkpoint(ckpt)
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_a_pdparams_that_runs_code_is_refused_without_running_it(tmp_path):
+    model = make_model()
+    ckpt = save_uie_checkpoint(model, model.config, write_vocab(tmp_path / "v.txt"), tmp_path / "ckpt")
+    state = paddle.load(str(ckpt / MODEL_STATE), return_numpy=True)
+    marker = tmp_path / "was-run"
+    with (ckpt / MODEL_STATE).open("wb") as f:
+        pickle.dump({**state, "linear_end.bias": _RunsCode(marker)}, f, protocol=4)
+    with pytest.raises(CheckpointError, match=r"not a plain state dict of arrays \(posix\.mkdir"):
+        load_uie_checkpoint(ckpt)
+    assert not marker.exists()
+    with (ckpt / MODEL_STATE).open("wb") as f:  # the same dict without it loads as before
+        pickle.dump(state, f, protocol=4)
+    loaded, _ = load_uie_checkpoint(ckpt)
+    batch = make_batch([6])
+    np.testing.assert_array_equal(run(model, batch)[0], run(loaded, batch)[0])
+
+
+def test_a_safetensors_checkpoint_loads_like_pdparams(tmp_path):
+    from safetensors.numpy import save_file
+
+    model = make_model(seed=2)
+    ckpt = save_uie_checkpoint(model, model.config, write_vocab(tmp_path / "v.txt"), tmp_path / "ckpt")
+    state = paddle.load(str(ckpt / MODEL_STATE), return_numpy=True)
+    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(ckpt / "model.safetensors"))
+    (ckpt / MODEL_STATE).unlink()
+    loaded, _ = load_uie_checkpoint(ckpt)
+    batch = make_batch([7])
+    np.testing.assert_array_equal(run(model, batch)[0], run(loaded, batch)[0])
 
 
 def test_static_export_and_paddle_inference_match(tmp_path):
