@@ -287,6 +287,25 @@ def check_served(out_dir: Path, checker: Callable[[str, str, Engine, Engine], Ho
         onnx.close()
 
 
+def exported_static_dir(ckpt: Path) -> Path:
+    """Where a UIE checkpoint without dygraph weights keeps its exported static model: ``ckpt``
+    itself (``export_model.py`` output) or ``ckpt/static`` (Taskflow's layout)."""
+    from conversion.serving_export import ServingExportError, find_model_files
+
+    for candidate in (ckpt, ckpt / "static"):
+        if candidate.is_dir():
+            try:
+                find_model_files(candidate)
+                return candidate
+            except ServingExportError:
+                continue
+    raise CheckpointError(
+        f"{ckpt} has no UIE weights (model_state.pdparams, model.safetensors) and no exported static model",
+        "point --uie-checkpoint at a PaddleNLP save_pretrained dir or an export_model.py output dir "
+        "(inference.json or .pdmodel, inference.pdiparams, vocab.txt, config.json)",
+    )
+
+
 def checkpoint_tokenizer(ckpt: Path) -> IETokenizer:
     """The tokenizer the checkpoint was trained with: its vocab.txt, read as its
     tokenizer_config.json says (lowercasing, accent stripping)."""
@@ -314,21 +333,30 @@ def process_uie(
     """Load, convert (if ``convert``) and check the UIE model; write its card."""
     import shutil
 
-    from conversion.export_uie import run_uie
-    from conversion.models.uie_paddle import load_uie_checkpoint
+    from conversion.export_uie import run_uie, run_uie_static
+    from conversion.models.uie_paddle import WEIGHT_FILES, UIEConfig, load_uie_checkpoint
 
-    model, config = load_uie_checkpoint(ckpt)
+    static_dir = None if any((ckpt / n).is_file() for n in WEIGHT_FILES) else exported_static_dir(ckpt)
+    if static_dir is None:
+        model, config = load_uie_checkpoint(ckpt)
+    else:
+        config = UIEConfig.from_checkpoint_dir(ckpt)
+        logger.info("uie: %s holds an exported static model (%s); converting it", ckpt, static_dir)
     tokenizer = checkpoint_tokenizer(ckpt)
     max_seq_len = served_max_seq_len(ckpt, min(512, config.max_position_embeddings))
     cases = make_cases(UIE_SPEC, tokenizer, inputs.texts, seed, prompts=inputs.prompts)
     decode = uie_decoder(inputs.decode_texts, inputs.uie_schema, tokenizer, max_seq_len)
     checker = make_checker(UIE_SPEC, cases, decode, log)
-    art = run_uie(model, out_dir, work_dir, checker, convert=convert)
+    if static_dir is None:
+        art = run_uie(model, out_dir, work_dir, checker, convert=convert)
+    else:
+        art = run_uie_static(static_dir, out_dir, checker, convert=convert)
     files = (art.model_file, art.params_file)
     if convert:
         shutil.copyfile(ckpt / VOCAB, out_dir / VOCAB)
     probe = onednn_probe(UIE_SPEC, art.serving_server, files, cases)
-    arch = {"type": "ernie-uie", **config.to_dict()}
+    source_format = "dygraph" if static_dir is None else "static"
+    arch = {"type": "ernie-uie", "source_format": source_format, **config.to_dict()}
     _write_card(out_dir, model_card(UIE_SPEC, ckpt, demo, files, arch, max_seq_len, probe, tokenizer))
     check_served(out_dir, checker)
 

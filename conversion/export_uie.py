@@ -1,4 +1,6 @@
-"""UIE hops: Paddle dygraph -> static inference model -> serving model, and static -> ONNX.
+"""UIE hops: Paddle dygraph -> static inference model -> serving model, and static -> ONNX; or,
+from an exported static model (PaddleNLP's ``export_model.py``, Taskflow's ``static/``), its hops
+to the serving model and to ONNX.
 
 Each hop is handed to a ``checker(hop_from, hop_to, engine_a, engine_b)`` right after it is
 produced, so a broken hop stops the chain before the next one is built.
@@ -19,6 +21,7 @@ from conversion.errors import ConversionError
 from conversion.parity import Engine, Feeds, HopResult, onnx_engine
 from conversion.serving_export import (
     ServingExportError,
+    find_model_files,
     inference_model_to_serving,
     match_feed_alias,
     model_dir_engine,
@@ -46,6 +49,8 @@ class UIEArtifacts:
     serving_server: Path
     serving_client: Path
     onnx_file: Path
+    model_file: str = STATIC_PREFIX + ".json"
+    params_file: str = STATIC_PREFIX + ".pdiparams"
 
     @classmethod
     def under(cls, out_dir: Path, work_dir: Path | None) -> UIEArtifacts:
@@ -56,14 +61,6 @@ class UIEArtifacts:
             out_dir / "serving_client",
             out_dir / "model.onnx",
         )
-
-    @property
-    def model_file(self) -> str:
-        return STATIC_PREFIX + ".json"
-
-    @property
-    def params_file(self) -> str:
-        return STATIC_PREFIX + ".pdiparams"
 
 
 def dygraph_engine(model: object, spec: ConversionSpec = UIE_SPEC) -> Engine:
@@ -193,5 +190,29 @@ def run_uie(
 
     if convert:
         export_onnx(static_dir / art.model_file, static_dir / art.params_file, art.onnx_file, spec)
+    checker("static", "onnx", static, onnx_engine(art.onnx_file))
+    return art
+
+
+def run_uie_static(
+    static_dir: Path,
+    out_dir: Path,
+    checker: Checker,
+    convert: bool = True,
+    spec: ConversionSpec = UIE_SPEC,
+) -> UIEArtifacts:
+    """Convert (if ``convert``) and check the hops of an exported static UIE in ``static_dir``:
+    static->serving, static->onnx. The exported model is the reference."""
+    model_file, params_file = find_model_files(static_dir)
+    art = UIEArtifacts(
+        static_dir, out_dir / "serving_server", out_dir / "serving_client", out_dir / "model.onnx",
+        model_file, params_file,
+    )  # fmt: skip
+    static = model_dir_engine(static_dir, model_file, params_file, spec)
+    if convert:
+        export_serving(static_dir, model_file, params_file, art, spec)
+    checker("static", "serving", static, serving_dir_engine(art.serving_server, model_file, params_file))
+    if convert:
+        export_onnx(static_dir / model_file, static_dir / params_file, art.onnx_file, spec)
     checker("static", "onnx", static, onnx_engine(art.onnx_file))
     return art

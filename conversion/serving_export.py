@@ -128,11 +128,17 @@ def read_model_vars(
     return [feeds[n] for n in feed_names], [info for _, info in sorted(fetches, key=lambda t: t[0])]
 
 
+# input names older PaddleNLP exports (Taskflow's static UIE of PaddleNLP 2.x) give
+FEED_SYNONYMS = {"pos_ids": "position_ids", "att_mask": "attention_mask"}
+
+
 def match_feed_alias(names: Sequence[str], logical: Sequence[str]) -> dict[str, str]:
-    """Variable name -> logical name, matching ``name`` or X2Paddle's ``x2paddle_<name>``."""
+    """Variable name -> logical name, matching ``name``, X2Paddle's ``x2paddle_<name>`` or an
+    older PaddleNLP name (:data:`FEED_SYNONYMS`)."""
     out: dict[str, str] = {}
     for name in names:
         alias = name.removeprefix(X2PADDLE_INPUT_PREFIX)
+        alias = FEED_SYNONYMS.get(alias, alias)
         if alias not in logical:
             raise ServingExportError(f"model input {name!r} matches none of {list(logical)}")
         out[name] = alias

@@ -265,3 +265,45 @@ def test_a_checkpoint_problem_exits_2_naming_the_file_and_keeps_the_rows_of_hops
     assert f"cannot convert: {ckpt} has no predicates.json; list the predicates" in caplog.text
     after = json.loads((mine / "parity.json").read_text(encoding="utf-8"))["hops"]
     assert after == [r for r in before if r["model"] == "uie"]
+
+
+def test_a_paddlenlp_static_export_with_a_wordpiece_vocab_goes_through(built, tmp_path) -> None:
+    """``export_model.py``'s output (inference.json + .pdiparams beside vocab.txt, config.json and
+    tokenizer_config.json), with a vocab of whole words and ``##`` pieces as real ones have."""
+    import paddle
+
+    from conversion.export_uie import export_static
+    from conversion.models.uie_paddle import UIE, UIEConfig
+
+    out, work, *_ = built
+    chars = (out.parent / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    words = ["hello", "world", "jose", "muller", "2026", "##ing", "##er", "##ll", "##s", "##26", "un"]
+    (tmp_path / "vocab.txt").write_text("\n".join(chars + words) + "\n", encoding="utf-8")
+    paddle.seed(3)
+    cfg = UIEConfig(
+        vocab_size=len(chars) + len(words), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=512,
+    )  # fmt: skip
+    model = UIE(cfg)
+    for lin in (model.linear_start, model.linear_end):
+        lin.bias.set_value(np.full([1], -3.0, dtype="float32"))
+    model.eval()
+    export = tmp_path / "export"
+    export_static(model, export)
+    cfg.to_json(export)
+    (export / "vocab.txt").write_bytes((tmp_path / "vocab.txt").read_bytes())
+    (export / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}), "utf-8")
+
+    mine = tmp_path / "serving_model"
+    assert bridge.build(mine, work, seed=0, uie_checkpoint=export, only="uie") == 0
+    rows = json.loads((mine / "parity.json").read_text(encoding="utf-8"))["hops"]
+    assert [(r["model"], r["from"], r["to"]) for r in rows] == [
+        ("uie", "static", "serving"),
+        ("uie", "static", "onnx"),
+        ("uie", "served paddle", "served onnx"),
+    ]
+    assert all(r["passed"] and r["decoded_equal"] for r in rows)
+    card = json.loads((mine / "uie" / "model_card.json").read_text(encoding="utf-8"))
+    assert card["architecture"]["source_format"] == "static" and card["architecture"]["hidden_size"] == 32
+    assert card["tokenizer"] == {"lowercase": True, "strip_accents": True}
+    assert (mine / "uie" / "serving_server" / "inference.pdiparams").is_file()

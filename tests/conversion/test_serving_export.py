@@ -135,6 +135,13 @@ def test_alias_matching() -> None:
         match_feed_alias(["x2paddle_input_ids", "token_type_ids"], logical)
     with pytest.raises(ServingExportError):
         match_feed_alias(["input_ids"], logical)
+    uie = ("input_ids", "token_type_ids", "position_ids", "attention_mask")  # PaddleNLP 2.x names
+    assert match_feed_alias(["input_ids", "token_type_ids", "pos_ids", "att_mask"], uie) == {
+        "input_ids": "input_ids",
+        "token_type_ids": "token_type_ids",
+        "pos_ids": "position_ids",
+        "att_mask": "attention_mask",
+    }
     assert positional_fetch_alias(["fetch_name_0", "fetch_name_1"], ["a", "b"]) == {
         "fetch_name_0": "a",
         "fetch_name_1": "b",
