@@ -139,7 +139,8 @@ class IEWebService:
 
     def get_pipeline_response(self, read_op: Op) -> Op:
         tokenize = TokenizeOp(name="tokenize", input_ops=[read_op], service=self.service)
-        model = ModelOp(name="model", input_ops=[tokenize], service=self.service)
+        adaptive = self.config.ie.batching == "adaptive"
+        model = ModelOp(name="model", input_ops=[tokenize], service=self.service, adaptive=adaptive)
         return DecodeOp(name="decode", input_ops=[model], service=self.service)
 
     def prepare_pipeline_config(self) -> None:

@@ -7,15 +7,19 @@ happen here, stage after stage, until no job has rows left.
 
 from __future__ import annotations
 
-from pipeline.paddle_serving.compat import Op
+from pipeline.paddle_serving.batching import AdaptiveBatchingOp
 from pipeline.service import IEService
 
 
-class ModelOp(Op):
-    """``process`` gets the merged jobs of a batch; failures are set on the jobs they hit."""
+class ModelOp(AdaptiveBatchingOp):
+    """``process`` gets the merged jobs of a batch; failures are set on the jobs they hit.
 
-    def __init__(self, name: str, input_ops: list, service: IEService):
-        super().__init__(name=name, input_ops=input_ops)
+    Batches are what is queued when the engine is free (``adaptive``, ``ie.batching: adaptive``)
+    or Paddle Serving's ``auto_batching_timeout`` batches.
+    """
+
+    def __init__(self, name: str, input_ops: list, service: IEService, adaptive: bool = True):
+        super().__init__(name=name, input_ops=input_ops, adaptive=adaptive)
         self._service = service
 
     def init_op(self) -> None:

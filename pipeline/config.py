@@ -70,6 +70,11 @@ class IESettings(_Strict):
     intra_op_threads: int = Field(default=2, ge=1, le=256)
     use_onednn: bool = False
     max_batch_rows: int = Field(default=16, ge=1, le=1024, description="rows per engine call")
+    batching: Literal["adaptive", "timeout"] = Field(
+        default="adaptive",
+        description="model op: adaptive = run at once when idle, batch what queued meanwhile (up to "
+        "op.model.batch_size); timeout = Paddle Serving's op.model.auto_batching_timeout wait",
+    )
     models: dict[Literal["uie", "spo"], ModelSettings]
     limits: Limits = Limits()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -200,7 +205,7 @@ def _pipeline_error(err: ValidationError, raw: dict[str, Any], where: str) -> Co
     return ConfigError(f"{where}: " + "; ".join(parts))
 
 
-def _check_pipeline_keys(raw: dict[str, Any], where: str) -> None:
+def _check_pipeline_keys(raw: dict[str, Any], where: str, adaptive: bool) -> None:
     try:
         conf = PipelineConf.model_validate(raw)
     except ValidationError as e:
@@ -209,7 +214,8 @@ def _check_pipeline_keys(raw: dict[str, Any], where: str) -> None:
         if name not in conf.op:
             raise ConfigError(f"{where}: add 'op.{name}:' (at least 'concurrency: 1')")
         op = conf.op[name]
-        if op.batch_size > 1 and op.auto_batching_timeout <= 0:
+        batches_adaptively = adaptive and name == "model"
+        if op.batch_size > 1 and op.auto_batching_timeout <= 0 and not batches_adaptively:
             raise ConfigError(
                 f"{where}: op.{name} has batch_size > 1 but no auto_batching_timeout (ms); "
                 "without it a request waits until the batch is full"
@@ -242,7 +248,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Se
     if not ie_raw:
         raise ConfigError(f"{path}: add an 'ie:' section (backend, models, limits)")
     ie_raw.update(overrides or {})
-    _check_pipeline_keys(raw, str(path))
+    _check_pipeline_keys(raw, str(path), adaptive=ie_raw.get("batching", "adaptive") == "adaptive")
     try:
         ie = IESettings.model_validate(ie_raw)
     except ValidationError as e:

@@ -56,6 +56,7 @@ class Plan:
     triton_queue_delay_us: int = 4000
     threads: int = 2
     batching_timeout_ms: int = 4
+    batchings: tuple[str, ...] = ("adaptive",)  # ie.batching of the batch_size > 1 variants
     duration_s: float = 3.0
     max_requests: int = 3000
     raw_budget_s: float = 2.0
@@ -196,9 +197,14 @@ def run_served(plan: Plan, size: str, root: Path, work: Path) -> list[dict]:
         settings = bench_settings(root, kind, plan.threads)
         models = load_served_models(settings)
         texts = {m: request_text(models[m].tokenizer, m, plan.serve_seq_len) for m in plan.models}
-        for batch_size, op_concurrency in plan.served_variants if plan.service else ():
-            cell_dir = work / f"{size}-{kind}-bs{batch_size}-mc{op_concurrency}"
-            op = dict(batch_size=batch_size, concurrency=op_concurrency)
+        cells = [
+            (batch_size, op_concurrency, batching)
+            for batch_size, op_concurrency in (plan.served_variants if plan.service else ())
+            for batching in (plan.batchings if batch_size > 1 else ("none",))
+        ]
+        for batch_size, op_concurrency, batching in cells:
+            cell_dir = work / f"{size}-{kind}-bs{batch_size}-mc{op_concurrency}-{batching}"
+            op = dict(batch_size=batch_size, concurrency=op_concurrency, batching=batching)
             shutil.rmtree(cell_dir, ignore_errors=True)  # no profile or log of an earlier run
             with run_service(cell_dir, settings, plan.batching_timeout_ms, **op) as server:
                 for mode, target in (("http", f"127.0.0.1:{server.http_port}"), ("rpc", server.rpc_endpoint)):
@@ -208,6 +214,7 @@ def run_served(plan: Plan, size: str, root: Path, work: Path) -> list[dict]:
                         for res in loadgen(plan, mode, target, m, texts[m], cell_dir, pid):
                             common = dict(batch=1, seq_len=plan.serve_seq_len, auto_batching=batch_size > 1)
                             extra = dict(model_batch_size=batch_size, model_op_concurrency=op_concurrency)
+                            extra["batching"] = batching
                             rows.append(_row(m, size, kind, mode, **common, **extra, **res))
                             _log(rows[-1])
         if plan.naive:
@@ -337,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--variants", help="comma list of model-op BATCH_SIZExCONCURRENCY, e.g. 1x1,16x1,16x2"
     )
+    parser.add_argument(
+        "--batching", help="comma list of adaptive,timeout: ie.batching of the batch_size > 1 variants"
+    )
     parser.add_argument("--no-naive", action="store_true", help="skip the naive server")
     parser.add_argument("--triton", action="store_true", help="also the PyTriton baseline (x86-64)")
     parser.add_argument("--setup-triton", action="store_true", help="(re)make its venv first")
@@ -367,6 +377,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.variants:
         variants = tuple(tuple(int(x) for x in v.split("x")) for v in args.variants.split(","))
         plan = replace(plan, served_variants=variants)
+    if args.batching:
+        batchings = tuple(args.batching.split(","))
+        if set(batchings) - {"adaptive", "timeout"}:
+            parser.error(f"--batching takes adaptive,timeout, got {args.batching}")
+        plan = replace(plan, batchings=batchings)
     if args.no_naive:
         plan = replace(plan, naive=False)
     if args.only:

@@ -28,14 +28,17 @@ def run_service(
     batching_timeout_ms: int = 4,
     batch_size: int = 1,
     concurrency: int = 1,
+    batching: str = "adaptive",
     ready_timeout: float = 300.0,
 ) -> Iterator[RunningServer]:
     """web_service.py with the benchmark's models, backend and threads, and the model op's
-    ``batch_size`` (> 1: auto-batching with ``batching_timeout_ms``) and ``concurrency``."""
+    ``batch_size``, ``concurrency`` and batching (``ie.batching``; ``timeout`` waits
+    ``batching_timeout_ms`` for a batch to fill)."""
+    timed = batch_size > 1 and batching == "timeout"
     model_op = {
         "batch_size": batch_size,
         "concurrency": concurrency,
-        "auto_batching_timeout": batching_timeout_ms if batch_size > 1 else None,
+        "auto_batching_timeout": batching_timeout_ms if timed else None,
     }
     with run_server(
         workdir,
@@ -43,6 +46,7 @@ def run_service(
         ready_timeout=ready_timeout,
         op={"model": model_op},
         intra_op_threads=settings.intra_op_threads,
+        batching="timeout" if timed else "adaptive",
         kserve_http_port=0,  # not measured; the RPC and HTTP routes are
         metrics_port=0,  # metrics are still recorded; only the scrape port is off
         models={name: {"dir": str(model.dir)} for name, model in settings.models.items()},

@@ -4,6 +4,7 @@
   our edge of it (the request op, the guarded servicer, the Go gateway process, PipelineClient);
 - :mod:`~pipeline.paddle_serving.server_loop`: the gRPC server loop with the SIGTERM drain;
 - :mod:`~pipeline.paddle_serving.watchdog`: dead process-op workers stop the server;
+- :mod:`~pipeline.paddle_serving.batching`: the model op's adaptive batching;
 - :mod:`~pipeline.paddle_serving.logs`: the framework's per-request log lines, dropped.
 
 The private attributes these read are listed in :data:`PRIVATE_ATTRIBUTES`;
@@ -24,4 +25,5 @@ PRIVATE_ATTRIBUTES = (
     ("DAG", "_threads_or_proces"),
     ("RequestOp", "unpack_request_package"),  # overridden: the framework must still call it
     ("ResponseOp", "pack_response_package"),  # overridden likewise
+    ("Op", "_auto_batching_generator"),  # overridden by batching.AdaptiveBatchingOp
 )

@@ -101,6 +101,7 @@ from paddle_serving_server.pipeline import (  # noqa: E402
     ResponseOp,
 )
 from paddle_serving_server.pipeline import PipelineClient as _StockPipelineClient  # noqa: E402
+from paddle_serving_server.pipeline.channel import ChannelTimeoutError  # noqa: E402
 from paddle_serving_server.pipeline.pipeline_server import PipelineServicer  # noqa: E402
 from paddle_serving_server.pipeline.proto import (  # noqa: E402
     pipeline_service_pb2,
@@ -277,6 +278,7 @@ class PipelineClient(_StockPipelineClient):
 
 
 __all__ = [
+    "ChannelTimeoutError",
     "GuardedServicer",
     "IERequestOp",
     "IEResponseOp",

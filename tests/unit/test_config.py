@@ -46,7 +46,11 @@ def test_override_backend(shipped, tmp_path):
         (lambda c: c["ie"]["models"]["uie"].update(position_prob=1.5), "ie.models.uie.position_prob"),
         (lambda c: c.update(rpc_port=80), "rpc_port: Input should be greater than or equal to 1024"),
         (lambda c: c["op"].pop("decode"), "op.decode"),
-        (lambda c: c["op"]["model"].update(auto_batching_timeout=-1), "auto_batching_timeout"),
+        (  # Paddle Serving's timeout batching without a timeout would wait for full batches
+            lambda c: c["ie"].update(batching="timeout") or c["op"]["model"].update(auto_batching_timeout=-1),
+            "auto_batching_timeout",
+        ),
+        (lambda c: c["op"]["tokenize"].update(batch_size=4), "op.tokenize has batch_size > 1"),
         (lambda c: c["op"].update(extra={"concurrency": 1}), "unknown op section 'op.extra'"),
         # Paddle Serving's own keys: typos and wrong types stop start-up with the key and the fix
         (lambda c: c.update(worker_nm=64), "unknown key 'worker_nm' (did you mean 'worker_num'?)"),

@@ -11,7 +11,8 @@ import inspect
 import pytest
 
 from pipeline.paddle_serving import PRIVATE_ATTRIBUTES
-from pipeline.paddle_serving.compat import PipelineServer, RequestOp, ResponseOp
+from pipeline.paddle_serving.batching import AdaptiveBatchingOp
+from pipeline.paddle_serving.compat import Op, PipelineServer, RequestOp, ResponseOp
 
 
 def _classes() -> dict[str, type]:
@@ -24,6 +25,7 @@ def _classes() -> dict[str, type]:
         "DAG": dag.DAG,
         "RequestOp": RequestOp,
         "ResponseOp": ResponseOp,
+        "Op": Op,
     }
 
 
@@ -51,3 +53,10 @@ def test_a_prepared_server_has_the_settings_the_loop_reads():
     for _, attribute in (p for p in PRIVATE_ATTRIBUTES if p[0] == "PipelineServer"):
         assert hasattr(server, attribute), attribute
     assert (server._rpc_port, server._worker_num, server._build_dag_each_worker) == (9999, 2, False)
+
+
+def test_the_batching_override_takes_what_the_stock_op_passes():
+    stock = inspect.signature(Op._auto_batching_generator).parameters
+    ours = inspect.signature(AdaptiveBatchingOp._auto_batching_generator).parameters
+    assert list(ours) == list(stock)
+    assert "self._auto_batching_generator(" in inspect.getsource(Op._run)
