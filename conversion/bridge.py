@@ -22,6 +22,7 @@ import logging
 import resource
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,9 +117,10 @@ def make_checker(
 ) -> Callable[[str, str, Engine, Engine], HopResult]:
     """A checker for ``run_uie`` / ``run_spo``: compare, record the row, raise on failure.
 
-    Decoded results are cached per engine, so an engine shared by two hops decodes once.
+    Decoded results are cached per engine, so an engine shared by two hops decodes once; the
+    cache holds engines weakly, so each one (a loaded model) is freed after its last hop.
     """
-    decoded: dict[Engine, Any] = {}
+    decoded: weakref.WeakKeyDictionary[Engine, Any] = weakref.WeakKeyDictionary()
 
     def cached_decode(engine: Engine) -> Any:
         if engine not in decoded:
@@ -349,6 +351,7 @@ def process_uie(
     checker = make_checker(UIE_SPEC, cases, decode, log)
     if static_dir is None:
         art = run_uie(model, out_dir, work_dir, checker, convert=convert)
+        del model  # free the dygraph model before the oneDNN probe and the served check load theirs
     else:
         art = run_uie_static(static_dir, out_dir, checker, convert=convert)
     files = (art.model_file, art.params_file)
@@ -384,11 +387,13 @@ def process_spo(
     decode = spo_decoder(inputs.decode_texts, tokenizer, predicates, max_seq_len)
     checker = make_checker(SPO_SPEC, cases, decode, log)
     art = run_spo(model, out_dir, work_dir, checker, convert=convert)
+    config = model.config
+    del model  # the PyTorch model is not needed after its first hop: free it before more engines load
     if convert:
         shutil.copyfile(ckpt / VOCAB, out_dir / VOCAB)
     files = find_model_files(art.serving_server)
     probe = onednn_probe(SPO_SPEC, art.serving_server, files, cases)
-    arch = {"type": "bert-gplinker", **asdict(model.config)}
+    arch = {"type": "bert-gplinker", **asdict(config)}
     _write_card(out_dir, model_card(SPO_SPEC, ckpt, demo, files, arch, max_seq_len, probe, tokenizer))
     check_served(out_dir, checker)
 

@@ -168,6 +168,7 @@ def run_spo(
     model_file, params_file = find_model_files(paddle_dir)
     paddle_run = model_dir_engine(paddle_dir, model_file, params_file, spec)
     checker("onnx", "paddle", onnx_run, paddle_run)
+    del onnx_run  # its last hop: its session is freed before the serving model loads
 
     if convert:
         export_serving(paddle_dir, art, spec)

@@ -181,6 +181,7 @@ def run_uie(
     reference = dygraph_engine(model, spec)
     static = model_dir_engine(static_dir, art.model_file, art.params_file, spec)
     checker("dygraph", "static", reference, static)
+    del reference  # its last hop
 
     if convert:
         export_serving(static_dir, art.model_file, art.params_file, art, spec)
