@@ -23,6 +23,7 @@ from pipeline.errors import ConfigError
 from pipeline.gateway import GatewayApp
 from pipeline.http.servers import HttpServers, bind
 from pipeline.kserve import KServeApp
+from pipeline.log_setup import configure_logging
 from pipeline.metrics import metrics_app, model_ready_setter
 from pipeline.paddle_serving.compat import (
     IERequestOp,
@@ -39,28 +40,7 @@ from pipeline.service import IEService
 
 SERVICE_NAME = "ie"
 EXIT_WORKER_DIED = 3  # an op worker process died (process ops); a supervisor should restart us
-OWN_LOGGERS = ("web_service", "ops", "pipeline", "client")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 logger = logging.getLogger("web_service")
-
-
-def configure_logging(level: str = "INFO") -> None:
-    """This project's loggers to stderr at ``level``, beside Paddle Serving's PipelineServingLogs/.
-
-    Importing Paddle Serving's pipeline sends the root logger to files only and disables the
-    loggers created before it; ours are re-enabled here.
-    """
-    for name, existing in list(logging.root.manager.loggerDict.items()):
-        if isinstance(existing, logging.Logger) and name.split(".")[0] in OWN_LOGGERS:
-            existing.disabled = False
-    for name in OWN_LOGGERS:
-        own = logging.getLogger(name)
-        own.setLevel(level)
-        if not own.handlers:
-            handler = logging.StreamHandler()
-            handler.setFormatter(logging.Formatter(LOG_FORMAT))
-            own.addHandler(handler)
-    logging.getLogger().setLevel(level)
 
 
 def _port_keys(config: ServiceConfig) -> list[tuple[str, int]]:

@@ -44,7 +44,7 @@ from conversion.spec import SPO_SPEC, UIE_SPEC, ConversionSpec
 from pipeline.model_card import TokenizerCard
 from pipeline.tokenizer import IETokenizer, read_tokenizer_settings
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("conversion.bridge")  # not __name__: "__main__" under python -m
 
 CARD, PARITY, VOCAB = "model_card.json", "parity.json", "vocab.txt"
 N_DECODE_TEXTS = 12
@@ -550,7 +550,12 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--out", type=Path, default=Path("serving_model"))
     c.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Paddle Serving (imported by the served check) disables the loggers that exist when it is
+    # imported: import it first, then set ours up.
+    import pipeline.paddle_serving.compat  # noqa: F401
+    from pipeline.log_setup import configure_logging
+
+    configure_logging()
     for noisy in ("x2paddle", "x2paddle.convert", "paddle2onnx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command == "build":
