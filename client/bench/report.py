@@ -237,12 +237,15 @@ def markdown(doc: dict) -> str:
 
 
 def _op(row: dict) -> str:
-    """The service's model op as batch_size x concurrency (``bs16 x1``); '-' for other modes."""
+    """The service's model op as batch_size x concurrency and its batching (``bs16 x1 adaptive``);
+    '-' for other modes."""
     if "triton_max_batch_size" in row:
         return f"triton bs{row['triton_max_batch_size']} {row['triton_queue_delay_us']}us"
     if "model_batch_size" not in row:
         return "-"
-    return f"bs{row['model_batch_size']} x{row.get('model_op_concurrency', 1)}"
+    batching = row.get("batching")
+    op = f"bs{row['model_batch_size']} x{row.get('model_op_concurrency', 1)}"
+    return f"{op} {batching}" if batching and batching != "none" else op
 
 
 def _fmt_load(load: Any) -> str:
