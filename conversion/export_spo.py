@@ -7,7 +7,6 @@ produced. The ONNX file is kept as ``model.onnx`` for the ONNX Runtime fallback.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import shutil
 from collections.abc import Callable
@@ -100,31 +99,45 @@ def export_onnx(model: object, onnx_file: Path, spec: ConversionSpec = SPO_SPEC)
 
 
 def x2paddle_convert(onnx_file: Path, save_dir: Path) -> Path:
-    """X2Paddle ``onnx2paddle`` into ``save_dir``; returns its ``inference_model`` directory.
+    """X2Paddle ``onnx2paddle`` into ``save_dir``, in a child process; returns its
+    ``inference_model`` directory.
 
-    X2Paddle prints its progress to stdout: it goes to this module's debug log instead.
+    A child process because X2Paddle holds the whole model several times over while it converts
+    (1-2 GB at base size) and the memory is not returned to the system afterwards; its progress
+    output goes to ``save_dir/x2paddle.log``.
     """
-    import paddle
-    from x2paddle.convert import onnx2paddle
+    import multiprocessing
 
     shutil.rmtree(save_dir, ignore_errors=True)
-    was_dynamic = paddle.in_dynamic_mode()
-    captured = io.StringIO()
-    try:
-        # guard: X2Paddle's generated code names its parameters; a fresh name checker lets
-        # several conversions run in one process
-        with contextlib.redirect_stdout(captured), paddle.utils.unique_name.guard():
-            onnx2paddle(str(onnx_file), str(save_dir), disable_feedback=True)
-    except Exception as e:
-        raise X2PaddleError(f"X2Paddle failed on {onnx_file}: {e}") from e
-    finally:
-        if was_dynamic and not paddle.in_dynamic_mode():
-            paddle.disable_static()
-        logger.debug("x2paddle output:\n%s", captured.getvalue())
+    save_dir.mkdir(parents=True)
+    log = save_dir / "x2paddle.log"
+    child = multiprocessing.get_context("spawn").Process(
+        target=_x2paddle_in_child, args=(str(onnx_file), str(save_dir), str(log)), name="x2paddle"
+    )
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace")[-2000:] if log.is_file() else ""
+        raise X2PaddleError(f"X2Paddle failed on {onnx_file} (exit code {child.exitcode}); {log}:\n{tail}")
     model_dir = save_dir / "inference_model"
     if not model_dir.is_dir():
         raise X2PaddleError(f"X2Paddle wrote no {model_dir}")
     return model_dir
+
+
+def _x2paddle_in_child(onnx_file: str, save_dir: str, log: str) -> None:
+    """The conversion itself (run in the child process of :func:`x2paddle_convert`)."""
+    import traceback
+
+    with open(log, "w", encoding="utf-8") as out, contextlib.redirect_stdout(out):
+        try:
+            from x2paddle.convert import onnx2paddle
+
+            onnx2paddle(onnx_file, save_dir, disable_feedback=True)
+        except Exception:
+            out.write(traceback.format_exc())
+            out.flush()
+            raise SystemExit(1) from None
 
 
 def export_serving(paddle_dir: Path, out: SPOArtifacts, spec: ConversionSpec = SPO_SPEC) -> tuple[str, str]:
