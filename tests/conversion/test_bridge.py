@@ -247,6 +247,50 @@ def test_a_gplinker_checkpoint_goes_through_and_is_served_with_the_reference_tri
     assert [triples(r["spo_list"]) for r in served] == [triples(e) for e in expected]
 
 
+def _bert4torch_relu_checkpoint(root: Path, ckpt: Path) -> Path:
+    """bert4torch's plain GlobalPointer heads under its example's names, ReLU, a .bin file."""
+    import shutil
+
+    import torch
+    import transformers
+
+    from tests.conversion.gplinker_reference import ReferenceGPLinker
+
+    predicates = [p["name"] for p in demo_data.schema_dict()["predicates"][:3]]
+    vocab = (root / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    cfg = transformers.BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=512, hidden_act="relu",
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, attn_implementation="eager",
+    )  # fmt: skip
+    torch.manual_seed(2)
+    ref = ReferenceGPLinker(cfg, len(predicates), 16, "bert4torch", False).eval()
+    with torch.no_grad():  # opposite q/k biases on the slowest RoPE pair: logits mostly negative
+        for name in ref.head_names:
+            gp = getattr(ref, name)
+            bias = gp.dense.bias.view(gp.heads, 32)
+            bias.zero_()
+            bias[:, 14], bias[:, 30] = 3.0, -3.0
+    ckpt.mkdir()
+    torch.save(ref.state_dict(), ckpt / "pytorch_model.bin")
+    (ckpt / "config.json").write_text(json.dumps({**cfg.to_dict(), "head_layout": "bert4torch"}), "utf-8")
+    (ckpt / "predicates.json").write_text(json.dumps(predicates, ensure_ascii=False), "utf-8")
+    shutil.copyfile(root / "vocab.txt", ckpt / "vocab.txt")
+    return ckpt
+
+
+def test_a_bert4torch_relu_checkpoint_passes_every_hop(built, tmp_path) -> None:
+    out, work, *_ = built
+    ckpt = _bert4torch_relu_checkpoint(out.parent, tmp_path / "b4t")
+    mine = tmp_path / "serving_model"
+    assert bridge.build(mine, work, seed=0, spo_checkpoint=ckpt, only="spo") == 0
+    rows = json.loads((mine / "parity.json").read_text(encoding="utf-8"))["hops"]
+    assert [(r["from"], r["to"]) for r in rows] == [h[1:] for h in HOPS if h[0] == "spo"]
+    assert all(r["passed"] and r["decoded_equal"] for r in rows)
+    card = json.loads((mine / "spo" / "model_card.json").read_text(encoding="utf-8"))
+    assert card["architecture"]["hidden_act"] == "relu" and not card["architecture"]["efficient_heads"]
+
+
 def test_a_checkpoint_problem_exits_2_naming_the_file_and_keeps_the_rows_of_hops_run(built, tmp_path) -> None:
     import shutil
     import subprocess
