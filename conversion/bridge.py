@@ -176,7 +176,9 @@ def _metrics(ckpt: Path) -> dict | None:
 
 
 def _spo_predicates(ckpt: Path) -> list[dict[str, Any]]:
-    raw = json.loads((ckpt / "predicates.json").read_text(encoding="utf-8"))
+    from conversion.models.spo_checkpoint import read_predicates
+
+    raw = read_predicates(ckpt)
     return [p if isinstance(p, dict) else {"name": str(p)} for p in raw]
 
 
@@ -312,7 +314,11 @@ def checkpoint_tokenizer(ckpt: Path) -> IETokenizer:
     """The tokenizer the checkpoint was trained with: its vocab.txt, read as its
     tokenizer_config.json says (lowercasing, accent stripping)."""
     try:
-        return IETokenizer.from_file(ckpt / VOCAB, read_tokenizer_settings(ckpt))
+        settings = read_tokenizer_settings(ckpt)
+    except ValueError as e:  # names tokenizer_config.json and what is wrong in it
+        raise CheckpointError(str(e)) from None
+    try:
+        return IETokenizer.from_file(ckpt / VOCAB, settings)
     except FileNotFoundError:
         raise CheckpointError(
             f"{ckpt} has no {VOCAB}", "copy the vocab the model was trained with there"

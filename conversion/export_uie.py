@@ -182,16 +182,7 @@ def run_uie(
     static = model_dir_engine(static_dir, art.model_file, art.params_file, spec)
     checker("dygraph", "static", reference, static)
     del reference  # its last hop
-
-    if convert:
-        export_serving(static_dir, art.model_file, art.params_file, art, spec)
-    checker(
-        "static", "serving", static, serving_dir_engine(art.serving_server, art.model_file, art.params_file)
-    )
-
-    if convert:
-        export_onnx(static_dir / art.model_file, static_dir / art.params_file, art.onnx_file, spec)
-    checker("static", "onnx", static, onnx_engine(art.onnx_file))
+    _static_hops(static, static_dir, art, checker, convert, spec)
     return art
 
 
@@ -210,10 +201,19 @@ def run_uie_static(
         model_file, params_file,
     )  # fmt: skip
     static = model_dir_engine(static_dir, model_file, params_file, spec)
-    if convert:
-        export_serving(static_dir, model_file, params_file, art, spec)
-    checker("static", "serving", static, serving_dir_engine(art.serving_server, model_file, params_file))
-    if convert:
-        export_onnx(static_dir / model_file, static_dir / params_file, art.onnx_file, spec)
-    checker("static", "onnx", static, onnx_engine(art.onnx_file))
+    _static_hops(static, static_dir, art, checker, convert, spec)
     return art
+
+
+def _static_hops(
+    static: Engine, static_dir: Path, art: UIEArtifacts, checker: Checker, convert: bool, spec: ConversionSpec
+) -> None:
+    """static->serving and static->onnx from the static model in ``static_dir`` (engine ``static``)."""
+    if convert:
+        export_serving(static_dir, art.model_file, art.params_file, art, spec)
+    checker(
+        "static", "serving", static, serving_dir_engine(art.serving_server, art.model_file, art.params_file)
+    )  # the serving engine is freed after its hop
+    if convert:
+        export_onnx(static_dir / art.model_file, static_dir / art.params_file, art.onnx_file, spec)
+    checker("static", "onnx", static, onnx_engine(art.onnx_file))

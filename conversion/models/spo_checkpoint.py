@@ -111,19 +111,35 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def read_config(ckpt_dir: Path) -> dict:
-    """``config.json`` as a dict."""
-    path = ckpt_dir / CONFIG_FILE
+def read_json(ckpt_dir: Path, name: str, fix: str) -> object:
+    """``ckpt_dir/name`` parsed; a missing or broken file is a :class:`CheckpointError` (``fix``
+    says what a missing one should hold)."""
+    path = ckpt_dir / name
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CheckpointError(
-            f"{ckpt_dir} has no {CONFIG_FILE}", "save the model's BertConfig there"
-        ) from None
+        raise CheckpointError(f"{ckpt_dir} has no {name}", fix) from None
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path} is not valid JSON ({e})") from None
+
+
+def read_config(ckpt_dir: Path) -> dict:
+    """``config.json`` as a dict."""
+    raw = read_json(ckpt_dir, CONFIG_FILE, "save the model's BertConfig there")
     if not isinstance(raw, dict):
-        raise CheckpointError(f"{path} is not a JSON object")
+        raise CheckpointError(f"{ckpt_dir / CONFIG_FILE} is not a JSON object")
+    return raw
+
+
+def read_predicates(ckpt_dir: Path) -> list:
+    """``predicates.json``: the predicates (names or objects), in the relation heads' order."""
+    raw = read_json(
+        ckpt_dir, PREDICATES_FILE, 'list the predicates in head order, e.g. ["出生地", "毕业院校"]'
+    )
+    if not isinstance(raw, list) or not raw:
+        raise CheckpointError(
+            f"{ckpt_dir / PREDICATES_FILE} must be a non-empty JSON list of predicates, in head order"
+        )
     return raw
 
 
@@ -211,23 +227,6 @@ def _head_key(key: str, explicit: dict[str, str]) -> str | None:
 
 def _some(keys: list[str], n: int = 8) -> str:
     return ", ".join(keys[:n]) + (f" (and {len(keys) - n} more)" if len(keys) > n else "")
-
-
-def count_predicates(ckpt_dir: Path) -> int:
-    """How many predicates ``predicates.json`` lists (the relation heads' size)."""
-    path = ckpt_dir / PREDICATES_FILE
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(
-            f"{ckpt_dir} has no {PREDICATES_FILE}",
-            'list the predicates in head order, e.g. ["出生地", "毕业院校"]',
-        ) from None
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e})") from None
-    if not isinstance(raw, list) or not raw:
-        raise CheckpointError(f"{path} must be a non-empty JSON list of predicates, in head order")
-    return len(raw)
 
 
 # -- config ------------------------------------------------------------------------------------
@@ -370,7 +369,7 @@ def load_spo_checkpoint(ckpt_dir: str | Path) -> SPOModel:
         logger.info(
             "%s: dropped what the served model does not use: %s", path.name, ", ".join(renamed.dropped)
         )
-    cfg = spo_config(raw, renamed.state, count_predicates(ckpt_dir), path)
+    cfg = spo_config(raw, renamed.state, len(read_predicates(ckpt_dir)), path)
     layout = head_layout(raw, renamed.foreign_heads, path)
     model = SPOModel(cfg)
     state = dict(renamed.state)

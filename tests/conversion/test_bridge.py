@@ -165,42 +165,59 @@ def test_rerun_skips_conversion_then_check_catches_a_broken_file(built, caplog) 
     assert rows[-1]["max_abs_diff"] > rows[-1]["atol"]
 
 
-def _gplinker_checkpoint(root: Path, ckpt: Path, weights: str = "model.safetensors") -> tuple[Path, object]:
-    """A bojone-style GPLinker (EfficientGlobalPointer heads, bert4keras layout, ``encoder.``
-    prefix, tanh GELU) saved as transformers and safetensors save it; and the reference model."""
+GPLINKER_PREDICATES = [p["name"] for p in demo_data.schema_dict()["predicates"][:3]]
+
+
+def _tiny_bert_config(root: Path, hidden_act: str):
+    """A 1-layer, hidden-32 ``transformers.BertConfig`` over ``root``/vocab.txt."""
+    import transformers
+
+    vocab = (root / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    return transformers.BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=512, hidden_act=hidden_act,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, attn_implementation="eager",
+    )  # fmt: skip
+
+
+def _save_reference(ref, cfg, layout: str, root: Path, ckpt: Path, weights: str) -> Path:
+    """``ref`` as a PyTorch GPLinker run leaves it: ``weights`` (safetensors or torch.save),
+    transformers' config.json plus ``head_layout``, predicates.json and ``root``'s vocab.txt."""
     import shutil
 
     import torch
-    import transformers
     from safetensors.torch import save_file
 
-    from tests.conversion.gplinker_reference import ReferenceGPLinker
-
-    predicates = [p["name"] for p in demo_data.schema_dict()["predicates"][:3]]
-    vocab = (root / "vocab.txt").read_text(encoding="utf-8").splitlines()
-    cfg = transformers.BertConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=512, hidden_act="gelu_new",
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, attn_implementation="eager",
-    )  # fmt: skip
-    torch.manual_seed(1)
-    names = ("mention_detect", "s_o_head", "s_o_tail")
-    ref = ReferenceGPLinker(cfg, len(predicates), 16, "bert4keras", True, "encoder", names).eval()
-    with torch.no_grad():
-        for name in names:  # mostly negative cells, a few positive: a short decode with triples
-            head = getattr(ref, name)
-            head.p_dense.weight.normal_(0.0, 0.3)
-            head.q_dense.weight.normal_(0.0, 0.3)
-            head.q_dense.bias.fill_(-6.0)
     ckpt.mkdir()
     state = {k: v.contiguous() for k, v in ref.state_dict().items()}
     if weights.endswith(".safetensors"):
         save_file(state, str(ckpt / weights))
     else:
         torch.save(state, ckpt / weights)
-    (ckpt / "config.json").write_text(json.dumps({**cfg.to_dict(), "head_layout": "bert4keras"}), "utf-8")
-    (ckpt / "predicates.json").write_text(json.dumps(predicates, ensure_ascii=False), "utf-8")
+    (ckpt / "config.json").write_text(json.dumps({**cfg.to_dict(), "head_layout": layout}), "utf-8")
+    (ckpt / "predicates.json").write_text(json.dumps(GPLINKER_PREDICATES, ensure_ascii=False), "utf-8")
     shutil.copyfile(root / "vocab.txt", ckpt / "vocab.txt")
+    return ckpt
+
+
+def _gplinker_checkpoint(root: Path, ckpt: Path, weights: str = "model.safetensors") -> tuple[Path, object]:
+    """A bojone-style GPLinker (EfficientGlobalPointer heads, bert4keras layout, ``encoder.``
+    prefix, tanh GELU) saved as transformers and safetensors save it; and the reference model."""
+    import torch
+
+    from tests.conversion.gplinker_reference import ReferenceGPLinker
+
+    cfg = _tiny_bert_config(root, "gelu_new")
+    torch.manual_seed(1)
+    names = ("mention_detect", "s_o_head", "s_o_tail")
+    ref = ReferenceGPLinker(cfg, len(GPLINKER_PREDICATES), 16, "bert4keras", True, "encoder", names).eval()
+    with torch.no_grad():
+        for name in names:  # mostly negative cells, a few positive: a short decode with triples
+            head = getattr(ref, name)
+            head.p_dense.weight.normal_(0.0, 0.3)
+            head.q_dense.weight.normal_(0.0, 0.3)
+            head.q_dense.bias.fill_(-6.0)
+    _save_reference(ref, cfg, "bert4keras", root, ckpt, weights)
     (ckpt / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False}), "utf-8")  # cased
     return ckpt, ref
 
@@ -249,34 +266,20 @@ def test_a_gplinker_checkpoint_goes_through_and_is_served_with_the_reference_tri
 
 def _bert4torch_relu_checkpoint(root: Path, ckpt: Path) -> Path:
     """bert4torch's plain GlobalPointer heads under its example's names, ReLU, a .bin file."""
-    import shutil
-
     import torch
-    import transformers
 
     from tests.conversion.gplinker_reference import ReferenceGPLinker
 
-    predicates = [p["name"] for p in demo_data.schema_dict()["predicates"][:3]]
-    vocab = (root / "vocab.txt").read_text(encoding="utf-8").splitlines()
-    cfg = transformers.BertConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=512, hidden_act="relu",
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, attn_implementation="eager",
-    )  # fmt: skip
+    cfg = _tiny_bert_config(root, "relu")
     torch.manual_seed(2)
-    ref = ReferenceGPLinker(cfg, len(predicates), 16, "bert4torch", False).eval()
+    ref = ReferenceGPLinker(cfg, len(GPLINKER_PREDICATES), 16, "bert4torch", False).eval()
     with torch.no_grad():  # opposite q/k biases on the slowest RoPE pair: logits mostly negative
         for name in ref.head_names:
             gp = getattr(ref, name)
             bias = gp.dense.bias.view(gp.heads, 32)
             bias.zero_()
             bias[:, 14], bias[:, 30] = 3.0, -3.0
-    ckpt.mkdir()
-    torch.save(ref.state_dict(), ckpt / "pytorch_model.bin")
-    (ckpt / "config.json").write_text(json.dumps({**cfg.to_dict(), "head_layout": "bert4torch"}), "utf-8")
-    (ckpt / "predicates.json").write_text(json.dumps(predicates, ensure_ascii=False), "utf-8")
-    shutil.copyfile(root / "vocab.txt", ckpt / "vocab.txt")
-    return ckpt
+    return _save_reference(ref, cfg, "bert4torch", root, ckpt, "pytorch_model.bin")
 
 
 def test_a_bert4torch_relu_checkpoint_passes_every_hop(built, tmp_path) -> None:
