@@ -108,7 +108,6 @@ class IEWebService:
     ):
         self.config = config
         self.service = service
-        self.backend = service.backend
         self._server = PipelineServer(name)
         self._sockets = dict(sockets or {})
         ie = config.ie
@@ -142,7 +141,7 @@ class IEWebService:
             cards = {name: m.card for name, m in self.service.models.items()}
             self._kserve = KServeApp(
                 cards,
-                self.backend,
+                {name: self.service.engine_kind(name) for name in cards},
                 self._limits,
                 self._call,
                 model_ready_setter(sorted(ie.models)),

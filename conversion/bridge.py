@@ -5,9 +5,12 @@ missing (or takes ``--uie-checkpoint`` / ``--spo-checkpoint``), converts them an
 hop (``--only uie|spo``: one model; the other's rows in parity.json are kept); ``check`` re-runs
 the checks of an existing ``serving_model/`` against the checkpoints its model cards name.
 ``serving_model/parity.json`` gets one row per hop, in order, including a failing one, with the
-hop's wall time and peak resident memory. Exit code: 0 when every hop passed, 1 when a check or a
-conversion step failed, 2 when a checkpoint cannot be converted as it is (the message names the
-file and the fix).
+hop's wall time and peak resident memory. The last hop of each model quantizes its ONNX file to
+INT8 (``model.int8.onnx``) and judges it by decoded facts, not by max abs diff: F1 on the demo's
+held-out split, or agreement with the FP32 model on generated texts for a user's checkpoint
+(``--no-int8`` skips it). Exit code: 0 when every hop passed, 1 when a check or a conversion step
+failed, 2 when a checkpoint cannot be converted as it is (the message names the file and the fix)
+or the INT8 model lost more accuracy than its spec allows (the FP32 model is still written).
 
 Idempotence: training is skipped when a checkpoint exists; a model's conversion is skipped
 when its outputs are complete, made from the same checkpoint and newer than it (``--force``
@@ -28,7 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conversion.accuracy import AccuracyLossError
 from conversion.errors import CheckpointError, ConversionError
+from conversion.int8_hop import INT8_ONNX, EvalSet, previous_int8, run_int8_hop
 from conversion.parity import (
     Engine,
     Feeds,
@@ -151,12 +156,23 @@ class ParityInputs:
     decode_texts: list[str]
     prompts: list[str]
     uie_schema: Any
+    held_out: list[dict]  # the demo dataset's test split (gold records)
+
+    def evaluation(self, demo: bool, gold_facts: Callable[[dict], set]) -> EvalSet:
+        """What a lossy hop is judged on: the demo models' held-out split with its gold; a user's
+        model has no split here, so the generated texts, judged against the FP32 model."""
+        if demo:
+            texts = [r["text"] for r in self.held_out]
+            gold = [gold_facts(r) for r in self.held_out]
+            return EvalSet(f"demo test split ({len(texts)} records)", texts, gold)
+        return EvalSet(f"generated texts ({len(self.texts)}, no gold)", list(self.texts))
 
 
 def parity_inputs(seed: int) -> ParityInputs:
     """Demo texts (fresh test-pool records) covering short, long and multi-triple sentences."""
     from conversion import demo_data
 
+    _, held_out = demo_data.generate(seed)
     _, records = demo_data.generate(seed + 1, n_train=0, n_test=80)
     texts = [r["text"] for r in records]
     by_len = sorted(texts, key=len)
@@ -164,7 +180,7 @@ def parity_inputs(seed: int) -> ParityInputs:
     prompts = list(demo_data.ENTITY_TYPES)
     for rec in records:
         prompts += [f"{s['subject']}的{s['predicate']}" for s in rec["spo_list"]]
-    return ParityInputs(texts, decode_texts, list(dict.fromkeys(prompts)), demo_data.uie_schema())
+    return ParityInputs(texts, decode_texts, list(dict.fromkeys(prompts)), demo_data.uie_schema(), held_out)
 
 
 # -- model cards -------------------------------------------------------------------------------
@@ -207,6 +223,7 @@ def model_card(
         "vocab": VOCAB,
         "inputs": list(spec.inputs),
         "outputs": list(spec.outputs),
+        "output_axes": {name: dict(axes) for name, axes in spec.output_axes},
         "paddle_files": {
             "model": f"serving_server/{paddle_files[0]}",
             "params": f"serving_server/{paddle_files[1]}",
@@ -291,6 +308,35 @@ def check_served(out_dir: Path, checker: Callable[[str, str, Engine, Engine], Ho
         onnx.close()
 
 
+def int8_hop(
+    spec: ConversionSpec,
+    out_dir: Path,
+    work_dir: Path | None,
+    arch: dict[str, Any],
+    cases: list[Feeds],
+    decode: Callable[[Engine], Any],
+    facts: Callable[[dict], set],
+    evaluation: EvalSet,
+    log: ParityLog,
+    convert: bool,
+    previous: dict[str, Any] | None,
+    enabled: bool = True,
+) -> None:
+    """The INT8 hop (``spec.int8``), its accuracy row recorded before a failure is raised; when
+    not ``enabled``, a stale INT8 file is removed (the card written before names none)."""
+    if not (enabled and spec.int8.enabled):
+        (out_dir / INT8_ONNX).unlink(missing_ok=True)
+        return
+    try:
+        result = run_int8_hop(
+            spec, out_dir, work_dir, arch, cases, decode, facts, evaluation, convert, previous
+        )
+    except AccuracyLossError as e:
+        log.record(e.result)
+        raise
+    log.record(result)
+
+
 def exported_static_dir(ckpt: Path) -> Path:
     """Where a UIE checkpoint without dygraph weights keeps its exported static model: ``ckpt``
     itself (``export_model.py`` output) or ``ckpt/static`` (Taskflow's layout)."""
@@ -336,14 +382,17 @@ def _write_card(out_dir: Path, card: dict[str, Any]) -> None:
 
 def process_uie(
     ckpt: Path, out_dir: Path, work_dir: Path | None, inputs: ParityInputs, log: ParityLog, seed: int,
-    convert: bool, demo: bool,
+    convert: bool, demo: bool, int8: bool = True,
 ) -> None:  # fmt: skip
-    """Load, convert (if ``convert``) and check the UIE model; write its card."""
+    """Load, convert (if ``convert``) and check the UIE model (and its INT8 file if ``int8``);
+    write its card."""
     import shutil
 
     from conversion.export_uie import run_uie, run_uie_static
+    from conversion.metrics import uie_gold_facts, uie_predicted_facts
     from conversion.models.uie_paddle import WEIGHT_FILES, UIEConfig, load_uie_checkpoint
 
+    previous = previous_int8(out_dir)
     static_dir = None if any((ckpt / n).is_file() for n in WEIGHT_FILES) else exported_static_dir(ckpt)
     if static_dir is None:
         model, config = load_uie_checkpoint(ckpt)
@@ -366,24 +415,35 @@ def process_uie(
     probe = onednn_probe(UIE_SPEC, art.serving_server, files, cases)
     source_format = "dygraph" if static_dir is None else "static"
     arch = {"type": "ernie-uie", "source_format": source_format, **config.to_dict()}
-    _write_card(out_dir, model_card(UIE_SPEC, ckpt, demo, files, arch, max_seq_len, probe, tokenizer))
+    card = model_card(UIE_SPEC, ckpt, demo, files, arch, max_seq_len, probe, tokenizer)
+    _write_card(out_dir, card)
     check_served(out_dir, checker)
+    evaluation = inputs.evaluation(demo, uie_gold_facts)
+    reading = {"split_sentence": card["reading"]["split_sentence"]}
+    eval_decode = uie_decoder(evaluation.texts, inputs.uie_schema, tokenizer, max_seq_len, **reading)
+    int8_hop(
+        UIE_SPEC, out_dir, work_dir, arch, cases, eval_decode, uie_predicted_facts, evaluation, log,
+        convert, previous, int8,
+    )  # fmt: skip
 
 
 def process_spo(
     ckpt: Path, out_dir: Path, work_dir: Path | None, inputs: ParityInputs, log: ParityLog, seed: int,
-    convert: bool, demo: bool,
+    convert: bool, demo: bool, int8: bool = True,
 ) -> None:  # fmt: skip
-    """Load, convert (if ``convert``) and check the SPO model; write its card."""
+    """Load, convert (if ``convert``) and check the SPO model (and its INT8 file if ``int8``);
+    write its card."""
     import shutil
     from dataclasses import asdict
 
     import torch
 
     from conversion.export_spo import run_spo
+    from conversion.metrics import spo_gold_facts, spo_predicted_facts
     from conversion.models.spo_checkpoint import load_spo_checkpoint
     from conversion.serving_export import find_model_files
 
+    previous = previous_int8(out_dir)
     torch.set_num_threads(2)
     model = load_spo_checkpoint(ckpt)
     tokenizer = checkpoint_tokenizer(ckpt)
@@ -402,6 +462,12 @@ def process_spo(
     arch = {"type": "bert-gplinker", **asdict(config)}
     _write_card(out_dir, model_card(SPO_SPEC, ckpt, demo, files, arch, max_seq_len, probe, tokenizer))
     check_served(out_dir, checker)
+    evaluation = inputs.evaluation(demo, spo_gold_facts)
+    eval_decode = spo_decoder(evaluation.texts, tokenizer, predicates, max_seq_len)
+    int8_hop(
+        SPO_SPEC, out_dir, work_dir, arch, cases, eval_decode, spo_predicted_facts, evaluation, log,
+        convert, previous, int8,
+    )  # fmt: skip
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -455,8 +521,9 @@ def build(
     spo_checkpoint: Path | None = None,
     force: bool = False,
     only: str | None = None,
+    int8: bool = True,
 ) -> int:
-    """Build ``out`` (see the module docstring); the exit code."""
+    """Build ``out`` (see the module docstring); the exit code. ``int8=False`` skips the INT8 hop."""
     t0 = time.perf_counter()
     names = [only] if only else list(MODELS)
     log = ParityLog.keeping(out / PARITY, set(MODELS) - set(names))
@@ -478,7 +545,7 @@ def build(
                 logger.info("%s: outputs are up to date with %s; checking only", name, ckpt)
             (out / name).mkdir(parents=True, exist_ok=True)
             log.start_hop()
-            process(ckpt, out / name, work / "export" / name, inputs, log, seed, convert, demo)
+            process(ckpt, out / name, work / "export" / name, inputs, log, seed, convert, demo, int8)
 
     code = _run_logged(run, log)
     if code == 0:
@@ -514,6 +581,7 @@ def check(out: Path, seed: int = 0) -> int:
                 seed,
                 False,
                 card.get("source") == "demo",
+                card.get("int8") is not None,
             )
 
     code = _run_logged(run, log)
@@ -529,6 +597,11 @@ def _run_logged(run: Callable[[], None], log: ParityLog) -> int:
     except ParityCheckError as e:
         logger.error("parity check failed: %s", e)
         return 1
+    except AccuracyLossError as e:
+        logger.error(
+            "INT8 model refused: %s; the FP32 model is written and served (--no-int8 skips the hop)", e
+        )
+        return 2
     except ConversionError as e:
         logger.error("conversion failed: %s", e)
         return 1
@@ -552,6 +625,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--spo-checkpoint", type=Path, default=None)
     b.add_argument("--force", action="store_true", help="convert even when the outputs are up to date")
     b.add_argument("--only", choices=MODELS, help="build one model (the other's parity rows are kept)")
+    b.add_argument("--no-int8", action="store_true", help="skip the INT8 hop (quantization + accuracy)")
     c = sub.add_parser("check", help="re-run the parity checks of an existing serving_model")
     c.add_argument("--out", type=Path, default=Path("serving_model"))
     c.add_argument("--seed", type=int, default=0)
@@ -566,7 +640,14 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command == "build":
         return build(
-            args.out, args.work, args.seed, args.uie_checkpoint, args.spo_checkpoint, args.force, args.only
+            args.out,
+            args.work,
+            args.seed,
+            args.uie_checkpoint,
+            args.spo_checkpoint,
+            args.force,
+            args.only,
+            not args.no_int8,
         )
     return check(args.out, args.seed)
 

@@ -1,7 +1,9 @@
 """The bridge's named errors: each says which file is wrong and what to do about it.
 
 ``python -m conversion.bridge`` ends with exit code 2 and the message (no traceback) on a
-:class:`CheckpointError`, with exit code 1 on a :class:`ConversionError` or a failed parity check.
+:class:`CheckpointError` or an INT8 model below its accuracy bar
+(:class:`conversion.accuracy.AccuracyLossError`), with exit code 1 on a
+:class:`ConversionError` or a failed parity check.
 """
 
 from __future__ import annotations

@@ -305,9 +305,15 @@ def check(
 
 
 def uie_decoder(
-    texts: Sequence[str], schema: Any, tokenizer: IETokenizer, max_seq_len: int, batch_size: int = 8
+    texts: Sequence[str],
+    schema: Any,
+    tokenizer: IETokenizer,
+    max_seq_len: int,
+    batch_size: int = 8,
+    **reading: Any,
 ) -> Decoder:
-    """Decode by running the service's :class:`UIEJob` on ``texts`` + ``schema`` with an engine."""
+    """Decode by running the service's :class:`UIEJob` on ``texts`` + ``schema`` with an engine
+    (``reading``: the job's reading settings, e.g. ``split_sentence``)."""
     from conversion.spec import UIE_SPEC
     from pipeline.uie.job import UIEJob
     from pipeline.uie.schema import parse_schema
@@ -315,7 +321,7 @@ def uie_decoder(
     nodes = parse_schema(schema)
 
     def decode(engine: Engine) -> list[dict]:
-        job = UIEJob(list(texts), nodes, tokenizer, max_seq_len=max_seq_len)
+        job = UIEJob(list(texts), nodes, tokenizer, max_seq_len=max_seq_len, **reading)
         while rows := job.next_rows():
             starts: list[np.ndarray] = []
             ends: list[np.ndarray] = []

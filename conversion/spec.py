@@ -19,6 +19,23 @@ class CaseParams:
 
 
 @dataclass(frozen=True)
+class Int8Spec:
+    """The INT8 hop: ONNX Runtime dynamic quantization of the FP32 ONNX file and its accuracy bar.
+
+    ``fuse``: ONNX Runtime's transformer fusion (attention, LayerNorm, GELU) before quantizing.
+    ``max_f1_drop``: exact-match F1 (0-1) the INT8 model may lose against the FP32 one on gold
+    records; ``min_agreement_f1``: without gold records, the F1 of INT8's facts against FP32's.
+    """
+
+    enabled: bool = True
+    fuse: bool = True
+    weight_type: str = "QInt8"  # onnxruntime.quantization.QuantType member
+    per_channel: bool = False
+    max_f1_drop: float = 0.01
+    min_agreement_f1: float = 0.95
+
+
+@dataclass(frozen=True)
 class ConversionSpec:
     """One model's conversion contract (see ARCHITECTURE.md, "Model I/O contract").
 
@@ -40,6 +57,7 @@ class ConversionSpec:
     max_seq_len: int = 256
     uses_prompts: bool = False
     masked_below: float | None = None
+    int8: Int8Spec = field(default_factory=Int8Spec)
 
     def axes_of(self, tensor: str) -> dict[int, str]:
         """The dynamic axes of one logical input or output."""

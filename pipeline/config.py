@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
 
@@ -29,6 +29,11 @@ class ModelSettings(_Strict):
     max_seq_len: int = Field(default=512, ge=16, le=4096)
     position_prob: float = Field(default=0.5, gt=0.0, lt=1.0, description="UIE span threshold")
     threshold: float = Field(default=0.0, description="SPO logit threshold")
+    precision: Literal["fp32", "int8"] = Field(
+        default="fp32",
+        description="int8: the bridge's quantized ONNX file (model card int8), on ONNX Runtime "
+        "whatever ie.backend says; Paddle serves FP32 only",
+    )
     # How the model reads texts: facts of the model, in its card (``reading``). Set here only to
     # depart from them on purpose; the service logs a warning when one differs from the card.
     window_overlap: int | None = Field(
@@ -103,6 +108,16 @@ class IESettings(_Strict):
         if not v:
             raise ValueError("list at least one model under ie.models (uie and/or spo)")
         return v
+
+    @model_validator(mode="after")
+    def _int8_needs_onnx(self) -> IESettings:
+        int8 = [name for name, m in self.models.items() if m.precision == "int8"]
+        if int8 and self.backend == "paddle":
+            raise ValueError(
+                f"ie.models.{int8[0]}.precision is int8 but ie.backend is paddle, which serves FP32 "
+                "only; use backend onnx or auto (INT8 models then run on ONNX Runtime)"
+            )
+        return self
 
 
 class ServiceConfig(BaseModel):

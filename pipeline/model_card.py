@@ -69,6 +69,15 @@ class OnednnVerdict(BaseModel):
     max_abs_diff: float | None = None
 
 
+class Int8Card(BaseModel):
+    """The bridge's INT8 ONNX file (ONNX Runtime dynamic quantization) and its measured accuracy."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    file: str
+    accuracy: dict[str, Any] = {}
+
+
 class ModelCard(BaseModel):
     """The model facts the service relies on; the card is their one home (other keys are kept,
     unread)."""
@@ -81,6 +90,7 @@ class ModelCard(BaseModel):
     vocab: str = "vocab.txt"
     inputs: list[str]
     outputs: list[str]
+    output_axes: dict[str, dict[int, Literal["batch", "seq"]]] = {}  # dynamic axes of each output
     onnx_file: str = "model.onnx"
     serving_server: str = "serving_server"
     entity_types: list[str] = []
@@ -90,12 +100,25 @@ class ModelCard(BaseModel):
     tokenizer: TokenizerCard = TokenizerCard()
     paddle_files: PaddleFiles | None = None
     paddle_onednn: OnednnVerdict | None = None
+    int8: Int8Card | None = None
     verified_max_batch: int | None = Field(default=None, ge=1, description="rows per engine call checked")
 
     @property
     def example_schema(self) -> Any:
         """A UIE schema to show or try: the card's example, else its first entity type."""
         return self.schema_example or (self.entity_types[:1] or ["人物"])
+
+    def onnx_path(self, model_dir: Path, precision: str = "fp32") -> Path:
+        """The ONNX file to serve at ``precision`` (``fp32`` | ``int8``); ModelLoadError when the
+        bridge wrote no INT8 file for this model."""
+        if precision == "fp32":
+            return Path(model_dir) / self.onnx_file
+        if self.int8 is None:
+            raise ModelLoadError(
+                f"{Path(model_dir) / CARD_NAME} names no INT8 model: build it with "
+                "`python -m conversion.bridge build` (its INT8 hop) or serve precision fp32"
+            )
+        return Path(model_dir) / self.int8.file
 
     @property
     def predicate_names(self) -> list[str]:

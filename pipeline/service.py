@@ -59,6 +59,16 @@ class IEService:
         self._engines: dict[str, Backend] = {}
         self._engines_pid: int | None = None
 
+    def engine_kind(self, name: str) -> str:
+        """The engine model ``name`` runs on: ONNX Runtime for an INT8 model, else the service's."""
+        return "onnx" if self.models[name].settings.precision == "int8" else self.backend
+
+    def engine_label(self, name: str) -> str:
+        """The engine and precision of model ``name`` as logs and metrics show it (``onnx-int8``)."""
+        precision = self.models[name].settings.precision
+        kind = self.engine_kind(name)
+        return kind if precision == "fp32" else f"{kind}-{precision}"
+
     @property
     def metrics(self) -> IEMetrics:
         return self._metrics or get_metrics()
@@ -70,7 +80,14 @@ class IEService:
             return
         ie = self.settings
         self._engines = {
-            name: create_backend(self.backend, m.dir, m.card, ie.intra_op_threads, ie.use_onednn)
+            name: create_backend(
+                self.engine_kind(name),
+                m.dir,
+                m.card,
+                ie.intra_op_threads,
+                ie.use_onednn,
+                m.settings.precision,
+            )
             for name, m in self.models.items()
         }
         self._engines_pid = os.getpid()
@@ -155,7 +172,7 @@ class IEService:
                 job.failure = InferenceError(internal_message(job.log_id))
         else:
             elapsed = time.perf_counter() - started
-            record_model_run(task, group, stats, elapsed, self.backend, self.metrics)
+            record_model_run(task, group, stats, elapsed, self.engine_label(task), self.metrics)
 
     def _refused(self, kv: dict[str, Any], log_id: int, text: Any, error: IEError, outcome: str) -> None:
         task = record_rejected(kv, self.metrics)

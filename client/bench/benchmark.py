@@ -41,6 +41,7 @@ class Plan:
     backends: tuple[str, ...] = ("paddle", "onnx")
     served_backends: tuple[str, ...] = ("paddle", "onnx")
     models: tuple[str, ...] = ("uie", "spo")
+    precisions: tuple[str, ...] = ("fp32",)  # int8: ONNX Runtime on the bridge's INT8 files
     batches: tuple[int, ...] = (1, 4, 8, 16)
     seq_lens: tuple[int, ...] = (64, 128, 256)
     serve_seq_len: int = 128
@@ -65,6 +66,18 @@ class Plan:
 
 
 MODES = ("raw", "service", "naive", "triton")  # what --only can pick
+
+
+def engines(plan: Plan, kinds: tuple[str, ...]) -> list[str]:
+    """The engine labels (``paddle``, ``onnx``, ``onnx-int8``) of ``kinds`` at ``plan.precisions``;
+    Paddle serves FP32 only."""
+    return [
+        kind if precision == "fp32" else f"{kind}-{precision}"
+        for kind in kinds
+        for precision in plan.precisions
+        if precision == "fp32" or kind == "onnx"
+    ]
+
 
 QUICK = Plan(
     sizes=("demo",),
@@ -102,7 +115,7 @@ def _log(row: dict) -> None:
 
 def run_raw(plan: Plan, size: str, root: Path) -> list[dict]:
     """Engine-only cells (and tokenize/decode per request) for every backend of ``plan``."""
-    from client.bench.common import bench_settings
+    from client.bench.common import bench_settings, engine_of
     from client.bench.raw import RawCell, measure_host_steps, measure_raw
     from pipeline.backends import create_backend
     from pipeline.models import load_served_models
@@ -110,12 +123,15 @@ def run_raw(plan: Plan, size: str, root: Path) -> list[dict]:
     cells = [(seq, b, 1) for seq in plan.seq_lens for b in plan.batches]
     cells += [(plan.serve_seq_len, b, n) for n in plan.raw_streams if n > 1 for b in plan.batches[:1]]
     rows = []
-    for kind in plan.backends:
+    for kind in engines(plan, plan.backends):
         settings = bench_settings(root, kind, plan.threads)
         models = load_served_models(settings)
+        engine, precision = engine_of(kind)
         for name in plan.models:
             model = models[name]
-            backend = create_backend(kind, model.dir, model.card, plan.threads, settings.use_onednn)
+            backend = create_backend(
+                engine, model.dir, model.card, plan.threads, settings.use_onednn, precision
+            )
             try:
                 for seq, batch, streams in cells:
                     cell = RawCell(name, batch, seq, streams)
@@ -193,7 +209,7 @@ def run_served(plan: Plan, size: str, root: Path, work: Path) -> list[dict]:
     from pipeline.models import load_served_models
 
     rows = []
-    for kind in plan.served_backends:
+    for kind in engines(plan, plan.served_backends):
         settings = bench_settings(root, kind, plan.threads)
         models = load_served_models(settings)
         texts = {m: request_text(models[m].tokenizer, m, plan.serve_seq_len) for m in plan.models}
@@ -340,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", help="comma list of demo,nano,base")
     parser.add_argument("--backends", help="comma list of paddle,onnx (raw and served)")
     parser.add_argument("--models", help="comma list of uie,spo")
+    parser.add_argument("--precisions", help="comma list of fp32,int8 (int8: ONNX Runtime rows only)")
     parser.add_argument("--concurrency", help="comma list of load-generator concurrencies")
     parser.add_argument(
         "--variants", help="comma list of model-op BATCH_SIZExCONCURRENCY, e.g. 1x1,16x1,16x2"
@@ -366,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         setup()  # Flask, matplotlib, py-spy: the naive server, the plots, --profile
     sys.path.append(str(PYLIB))
     plan = QUICK if args.quick else Plan()
-    for flag, key in (("sizes", "sizes"), ("models", "models")):
+    for flag, key in (("sizes", "sizes"), ("models", "models"), ("precisions", "precisions")):
         if getattr(args, flag):
             plan = replace(plan, **{key: tuple(getattr(args, flag).split(","))})
     if args.backends:

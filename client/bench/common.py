@@ -11,12 +11,25 @@ UIE_SCHEMA = '["人物"]'  # one prompt, one stage: one engine row per request
 _CJK = ("\u4e00", "\u9fff")
 
 
-def bench_settings(models_root: Path, backend: str, threads: int):
-    """IESettings serving ``models_root``'s uie/ and spo/ on ``backend`` with ``threads``."""
+ENGINES = ("paddle", "onnx", "onnx-int8")  # what a benchmark row's ``backend`` names
+
+
+def engine_of(label: str) -> tuple[str, str]:
+    """``(backend, precision)`` of an engine label: ``onnx-int8`` -> ``("onnx", "int8")``."""
+    if label not in ENGINES:
+        raise ValueError(f"unknown engine {label!r}; use one of {', '.join(ENGINES)}")
+    kind, _, precision = label.partition("-")
+    return kind, precision or "fp32"
+
+
+def bench_settings(models_root: Path, engine: str, threads: int):
+    """IESettings serving ``models_root``'s uie/ and spo/ on ``engine`` (a label of
+    :data:`ENGINES`) with ``threads``."""
     from pipeline.config import IESettings
 
-    models = {name: {"dir": str(models_root / name)} for name in ("uie", "spo")}
-    return IESettings.model_validate({"backend": backend, "intra_op_threads": threads, "models": models})
+    kind, precision = engine_of(engine)
+    models = {name: {"dir": str(models_root / name), "precision": precision} for name in ("uie", "spo")}
+    return IESettings.model_validate({"backend": kind, "intra_op_threads": threads, "models": models})
 
 
 def request_text(tokenizer, task: str, seq_len: int) -> str:

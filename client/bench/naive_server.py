@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from client.bench.common import ENGINES
+
 logger = logging.getLogger(__name__)
 
 
@@ -84,7 +86,7 @@ def create_app(service: NaiveService):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, required=True, help="folder with uie/ and spo/")
-    parser.add_argument("--backend", choices=["paddle", "onnx"], required=True)
+    parser.add_argument("--backend", choices=ENGINES, required=True, help="onnx-int8: the INT8 file")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=2, help="engine intra-op threads")
     parser.add_argument("--pylib", type=Path, help="folder holding Flask (the benchmark's --setup)")

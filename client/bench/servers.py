@@ -49,7 +49,7 @@ def run_service(
         batching="timeout" if timed else "adaptive",
         kserve_http_port=0,  # not measured; the RPC and HTTP routes are
         metrics_port=0,  # metrics are still recorded; only the scrape port is off
-        models={name: {"dir": str(model.dir)} for name, model in settings.models.items()},
+        models={name: {"dir": str(m.dir), "precision": m.precision} for name, m in settings.models.items()},
     ) as server:
         yield server
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from client.bench.common import INPUT, MODEL_NAME, OUTPUT
+from client.bench.common import ENGINES, INPUT, MODEL_NAME, OUTPUT
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def serve(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, required=True, help="folder with uie/ and spo/")
-    parser.add_argument("--backend", choices=["paddle", "onnx"], required=True)
+    parser.add_argument("--backend", choices=ENGINES, required=True, help="onnx-int8: the INT8 file")
     parser.add_argument("--http-port", type=int, required=True)
     parser.add_argument("--grpc-port", type=int, default=0, help="0: any free port")
     parser.add_argument("--metrics-port", type=int, default=0, help="0: any free port")

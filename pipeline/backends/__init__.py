@@ -34,9 +34,19 @@ def resolve_backend(kind: str) -> str:
 
 
 def create_backend(
-    kind: str, model_dir: Path, card: ModelCard, threads: int = 2, use_onednn: bool = False
+    kind: str,
+    model_dir: Path,
+    card: ModelCard,
+    threads: int = 2,
+    use_onednn: bool = False,
+    precision: str = "fp32",
 ) -> Backend:
-    """Create and load the backend ``kind`` (already resolved: ``paddle`` or ``onnx``)."""
+    """Create and load the backend ``kind`` (already resolved: ``paddle`` or ``onnx``) at
+    ``precision`` (``int8``: ONNX Runtime only; Paddle serves the FP32 model)."""
+    if precision not in ("fp32", "int8"):
+        raise ConfigError(f"unknown precision {precision!r}; use fp32 or int8")
+    if kind == "paddle" and precision != "fp32":
+        raise ConfigError("the paddle backend serves FP32 only; serve INT8 with backend onnx")
     if kind == "paddle":
         from pipeline.backends.paddle_backend import PaddleBackend
 
@@ -44,7 +54,7 @@ def create_backend(
     elif kind == "onnx":
         from pipeline.backends.onnx_backend import OnnxBackend
 
-        backend = OnnxBackend(threads=threads)
+        backend = OnnxBackend(threads=threads, precision=precision)
     else:
         raise ConfigError(f"unknown backend {kind!r}")
     backend.load(model_dir, card)

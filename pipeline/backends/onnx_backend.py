@@ -15,14 +15,18 @@ logger = logging.getLogger(__name__)
 
 
 class OnnxBackend(Backend):
-    """``serving_model/<name>/model.onnx`` on the CPU execution provider."""
+    """``serving_model/<name>/model.onnx`` (or its INT8 file) on the CPU execution provider."""
 
     name = "onnx"
+
+    def __init__(self, threads: int = 2, precision: str = "fp32"):
+        super().__init__(threads)
+        self.precision = precision
 
     def load(self, model_dir: Path, card: ModelCard) -> None:
         import onnxruntime as ort
 
-        path = Path(model_dir) / card.onnx_file
+        path = card.onnx_path(model_dir, self.precision)
         if not path.is_file():
             raise ModelLoadError(f"missing ONNX model file {path}")
         opts = ort.SessionOptions()
@@ -41,15 +45,46 @@ class OnnxBackend(Backend):
             raise ModelLoadError(f"{path} lacks inputs {missing} (has {sorted(names)})")
         self._inputs = [n for n in card.inputs if n in names]
         self._outputs = list(card.outputs)
+        self._seq_axes = {
+            n: {a for a, kind in card.output_axes.get(n, {}).items() if kind == "seq"} for n in self._outputs
+        }
+        if self.precision == "int8" and not all(self._seq_axes.values()):
+            raise ModelLoadError(f"{model_dir}/model_card.json lacks output_axes: rebuild it with the bridge")
         self.card = card
-        logger.info("onnxruntime %s loaded %s (%d threads)", ort.__version__, path, self.threads)
+        logger.info(
+            "onnxruntime %s loaded %s (%s, %d threads)", ort.__version__, path, self.precision, self.threads
+        )
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.precision == "int8":
+            return self._infer_rows(feed)
+        return self._run(feed)
+
+    def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
             out = self._session.run(self._outputs, {n: feed[n] for n in self._inputs})
         except Exception as e:
             raise InferenceError(f"onnxruntime failed: {e}") from e
         return dict(zip(self._outputs, out, strict=True))
+
+    def _infer_rows(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One engine call per row at its own length: dynamic quantization scales activations
+        over the whole call, so a batched row's answer would depend on the rows beside it and on
+        padding. Positions past a row's length hold that row's smallest value, as masking gives."""
+        lengths = feed["attention_mask"].sum(axis=1).astype(int)
+        batch, seq = feed["attention_mask"].shape
+        merged: dict[str, np.ndarray] = {}
+        for i, length in enumerate(lengths):
+            out = self._run({n: feed[n][i : i + 1, :length] for n in self._inputs})
+            for name, value in out.items():
+                if name not in merged:
+                    seq_axes = self._seq_axes[name]
+                    shape = [seq if axis in seq_axes else d for axis, d in enumerate(value.shape)]
+                    merged[name] = np.empty([batch, *shape[1:]], dtype=value.dtype)
+                row = merged[name][i]
+                row.fill(value.min())
+                row[tuple(slice(0, d) for d in value.shape[1:])] = value[0]
+        return merged
 
     def close(self) -> None:
         self._session = None

@@ -81,14 +81,15 @@ class KServeApp:
     def __init__(
         self,
         cards: dict[str, ModelCard],
-        backend: str,
+        backend: str | dict[str, str],
         limits: Limits,
         call: PipelineCall | None = None,
         on_model_ready: Callable[[str], None] | None = None,
         playground: bool = False,
     ):
         self.cards = dict(cards)
-        self.backend = backend
+        # the engine of each model (a str: every model's); INT8 models run on onnx
+        self.backends = backend if isinstance(backend, dict) else dict.fromkeys(self.cards, backend)
         self.limits = limits
         self.readiness = Readiness(self.cards)
         self.playground = playground
@@ -151,7 +152,8 @@ class KServeApp:
                 else Response.json(200, None)
             )
         if name == "model":
-            return Response.json(200, model_metadata(self._model(model), self.backend))
+            served = self._model(model)
+            return Response.json(200, model_metadata(served, self.backends[served]))
         if name == "model_ready":
             served = self._model(model)
             if self.readiness.model_ready(served):

@@ -76,16 +76,24 @@ def test_arm64_host_serves_rpc_and_http_like_x86(arm_python, tmp_path):
     texts = [r["text"] for r in test[:6]]
     app = image_app_copy(tmp_path / "app")
     env = {"ARM_PYTHONPATH": str(app)}
+    models = {"spo": {"precision": "int8"}}  # UIE in FP32, SPO from its INT8 file
     with run_server(
-        tmp_path / "arm", backend="auto", python=arm_python, app=app, env=env, ready_timeout=600
+        tmp_path / "arm",
+        backend="auto",
+        python=arm_python,
+        app=app,
+        env=env,
+        ready_timeout=600,
+        models=models,
     ) as arm:
         log = arm.log()
         assert "using onnx" in log and "(python gateway)" in log
+        assert "model.int8.onnx (int8" in log
         arm_answers = {
             "uie": rpc_client.predict("uie", texts, uie_schema(), endpoint=arm.rpc_endpoint),
             "spo": http_client.predict("spo", texts, url=arm.http_url, timeout=300),
         }
-    with run_server(tmp_path / "x86", backend="onnx") as x86:
+    with run_server(tmp_path / "x86", backend="onnx", models=models) as x86:
         x86_answers = {
             "uie": rpc_client.predict("uie", texts, uie_schema(), endpoint=x86.rpc_endpoint),
             "spo": http_client.predict("spo", texts, url=x86.http_url),

@@ -103,25 +103,31 @@ def test_targets_compare_served_raw_naive_and_backends():
         _row(mode="raw", batch=1, throughput_rps=100.0, p50_ms=10.0),
         _row(mode="raw", batch=8, throughput_rps=200.0, p50_ms=40.0),
         _row(mode="raw", batch=8, seq_len=256, throughput_rps=999.0, p50_ms=40.0),  # other seq
-        _row(mode="rpc", concurrency=1, throughput_rps=80.0, p50_ms=12.0),
+        _row(mode="rpc", concurrency=1, throughput_rps=80.0, p50_ms=11.0),
         _row(mode="rpc", concurrency=8, throughput_rps=190.0, p50_ms=42.0, auto_batching=True),
         _row(mode="http", concurrency=1, throughput_rps=60.0, p50_ms=16.0),
         _row(mode="http", concurrency=8, throughput_rps=500.0, p50_ms=5.0, errors=3),  # errors: ignored
         _row(mode="naive", concurrency=8, throughput_rps=100.0, p50_ms=80.0),
         _row(mode="raw", backend="paddle", batch=8, throughput_rps=250.0, p50_ms=30.0),
         _row(mode="triton", concurrency=8, throughput_rps=200.0, p50_ms=40.0, p99_ms=0.9),
+        _row(mode="raw", backend="onnx-int8", batch=8, throughput_rps=610.0, p50_ms=13.0),
+        _row(mode="rpc", backend="onnx-int8", concurrency=8, throughput_rps=380.0, p50_ms=20.0),
     ]
     targets = {(t["target"], t["backend"]): t for t in evaluate_targets(runs)}
     served = targets[("served best throughput >= 0.9x raw best", "onnx")]
     assert served["value"] == pytest.approx(0.95) and served["status"] == "met"
-    assert targets[("rpc p50 at concurrency 1 <= raw batch-1 p50 + 3 ms", "onnx")]["status"] == "met"
-    http = targets[("http p50 at concurrency 1 <= raw batch-1 p50 + 3 ms", "onnx")]
+    assert targets[("rpc p50 at concurrency 1 <= raw batch-1 p50 + 1.5 ms", "onnx")]["status"] == "met"
+    http = targets[("http p50 at concurrency 1 <= raw batch-1 p50 + 1.5 ms", "onnx")]
     assert http["value"] == pytest.approx(6.0) and http["status"] == "missed"
     naive = targets[("served >= 1.5x naive throughput at concurrency 8", "onnx")]
     assert naive["value"] == pytest.approx(1.9) and naive["status"] == "met"
     backends = targets[("onnx raw throughput >= 0.9x paddle", "onnx/paddle")]
     assert backends["value"] == pytest.approx(0.8) and backends["status"] == "missed"
-    triton = targets[("served >= 1.0x triton throughput at concurrency 8, p99 <= 1.2x", "onnx")]
+    int8_raw = targets[("onnx-int8 raw throughput >= 3.0x onnx", "onnx-int8/onnx")]
+    assert int8_raw["value"] == pytest.approx(3.05) and int8_raw["status"] == "met"
+    int8_served = targets[("onnx-int8 served throughput >= 3.0x onnx", "onnx-int8/onnx")]
+    assert int8_served["value"] == pytest.approx(2.0) and int8_served["status"] == "missed"
+    triton = targets[("served >= 1.1x triton throughput at concurrency 8, p99 <= 1.2x", "onnx")]
     assert triton["value"] == pytest.approx(0.95) and triton["status"] == "missed"
     assert "p99 ratio 1.11" in triton["detail"]
     assert targets[("served best throughput >= 0.9x raw best", "paddle")]["status"] == "n/a"

@@ -86,3 +86,40 @@ def test_paddle_predictors_are_reused_by_new_threads(model):
                 np.testing.assert_array_equal(got[name], want[name])
     finally:
         backend.close()
+
+
+def test_int8_answers_do_not_depend_on_the_batch(model):
+    """Dynamic quantization scales a call's activations together: the INT8 backend runs each row
+    alone at its own length, so a row answers the same alone, padded, or beside another."""
+    model_dir, card = model
+    backend = create_backend("onnx", model_dir, card, threads=1, precision="int8")
+    fp32 = create_backend("onnx", model_dir, card, threads=1)
+    short, other = _feed(card, batch=1, length=9), _feed(card, batch=1, length=20)
+    other["input_ids"] += 7
+    padded = {n: np.pad(short[n], ((0, 0), (0, 11))) for n in card.inputs}  # zeros: mask 0, pad id 0
+    mixed = {n: np.concatenate([padded[n], other[n]]) for n in card.inputs}
+    alone = backend.infer(short)
+    together = backend.infer(mixed)
+    for name in card.outputs:
+        seq = [a for a, kind in card.output_axes[name].items() if kind == "seq"]
+        index = tuple(slice(0, 9) if axis in seq else slice(None) for axis in range(1, alone[name].ndim))
+        np.testing.assert_array_equal(together[name][0][index], alone[name][0][index])
+        # and it is a quantized model: not the FP32 answer
+        assert not np.array_equal(alone[name], fp32.infer(short)[name])
+    backend.close()
+    fp32.close()
+
+
+def test_int8_of_a_card_without_an_int8_file_says_how_to_build_it(tmp_path):
+    import json
+    import shutil
+
+    from pipeline.errors import ModelLoadError
+
+    model_dir = tmp_path / "spo"
+    shutil.copytree(SERVING_MODEL / "spo", model_dir)
+    card = json.loads((model_dir / "model_card.json").read_text(encoding="utf-8"))
+    del card["int8"]
+    (model_dir / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
+    with pytest.raises(ModelLoadError, match="names no INT8 model: build it with"):
+        create_backend("onnx", model_dir, load_model_card(model_dir), precision="int8")

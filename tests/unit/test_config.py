@@ -44,6 +44,11 @@ def test_override_backend(shipped, tmp_path):
         (lambda c: c["ie"].update(backend="tensorrt"), "ie.backend"),
         (lambda c: c["ie"].update(unknown_key=1), "ie.unknown_key"),
         (lambda c: c["ie"]["models"]["uie"].update(position_prob=1.5), "ie.models.uie.position_prob"),
+        (lambda c: c["ie"]["models"]["spo"].update(precision="fp16"), "ie.models.spo.precision"),
+        (  # Paddle Inference serves the FP32 model only
+            lambda c: c["ie"].update(backend="paddle") or c["ie"]["models"]["uie"].update(precision="int8"),
+            "ie.models.uie.precision is int8 but ie.backend is paddle",
+        ),
         (lambda c: c.update(rpc_port=80), "rpc_port: Input should be greater than or equal to 1024"),
         (lambda c: c["op"].pop("decode"), "op.decode"),
         (  # Paddle Serving's timeout batching without a timeout would wait for full batches
