@@ -66,6 +66,7 @@ class Plan:
 
 
 MODES = ("raw", "service", "naive", "triton")  # what --only can pick
+PROFILED_CONCURRENCIES = (1, 8, 32)  # --profile: py-spy the service at these
 
 
 def engines(plan: Plan, kinds: tuple[str, ...]) -> list[str]:
@@ -171,7 +172,7 @@ def loadgen(
         if model == "uie":
             cmd += ["--schema", UIE_SCHEMA]
         spy = None
-        if profile_pid is not None and conc == 8:
+        if profile_pid is not None and conc in PROFILED_CONCURRENCIES:
             path = workdir / f"profile_{model}_{kind}_c{conc}.txt"
             spy = start_profiler(profile_pid, path, plan.duration_s)
         budget = 120 + conc * plan.warmup * 30 + plan.duration_s * 2
@@ -370,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--triton-queue-delay-us", type=int, help="Triton max_queue_delay_microseconds")
     parser.add_argument("--duration", type=float, help="seconds per served cell")
     parser.add_argument("--threads", type=int, help="engine intra-op threads (default 2)")
-    parser.add_argument("--profile", action="store_true", help="py-spy the service at concurrency 8")
+    parser.add_argument("--profile", action="store_true", help="py-spy the service at concurrency 1, 8, 32")
     parser.add_argument("--only", help=f"comma list of {','.join(MODES)}: measure only these")
     parser.add_argument(
         "--merge-into",
