@@ -32,4 +32,11 @@ if [ "$mode" = "--dev" ] && ! command -v chromedriver >/dev/null && [ "$(id -u)"
   { apt-get update -qq && apt-get install -y -qq chromium chromium-driver fonts-wqy-zenhei >/dev/null; } \
     || echo "chromium could not be installed: tests/test_playground.py will skip" >&2
 fi
+# tests/packaging/test_image.py builds the image with podman (docker/build_local.sh), on a base
+# it makes with debootstrap.
+if [ "$mode" = "--dev" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+  && ! { command -v podman >/dev/null && [ -x /usr/sbin/debootstrap ]; }; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman debootstrap >/dev/null; } \
+    || echo "podman could not be installed: tests/packaging/test_image.py cannot build the image" >&2
+fi
 echo "installed into $venv"

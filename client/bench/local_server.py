@@ -32,7 +32,9 @@ def image_app_copy(dest: Path) -> Path:
 
     for line in (ROOT / "docker" / "Dockerfile").read_text(encoding="utf-8").splitlines():
         parts = [p for p in line.split() if not p.startswith("--")]
-        if not parts or parts[0] != "COPY" or parts[1].startswith("requirements") or "docker/" in parts[1]:
+        if not parts or parts[0] != "COPY" or "--from=" in line:  # --from: from a build stage
+            continue
+        if parts[1].startswith("requirements") or "docker/" in parts[1]:
             continue
         for src in parts[1:-1]:
             source = ROOT / src.rstrip("/")
