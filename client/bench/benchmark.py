@@ -151,47 +151,44 @@ def run_raw(plan: Plan, size: str, root: Path) -> list[dict]:
 def loadgen(
     plan: Plan, kind: str, target: str, model: str, text: str, workdir: Path, profile_pid: int | None = None
 ) -> list[dict]:
-    """One load-generator process per concurrency level; its summaries in order."""
+    """One load-generator process per concurrency level; its summaries in order. With
+    ``profile_pid``, the levels of :data:`PROFILED_CONCURRENCIES` get a second, unmeasured run
+    under py-spy (the profiler takes a core of its own: measured rows never run beside it)."""
     from client.bench.common import UIE_SCHEMA
 
     out = []
     for conc in plan.concurrencies:
-        cmd = [
-            sys.executable,
-            "-m",
-            "client.bench.loadgen",
-            "--kind",
-            kind,
-            "--target",
-            target,
-            "--task",
-            model,
-        ]
-        cmd += ["--text", text, "--concurrency", str(conc), "--duration", str(plan.duration_s)]
-        cmd += ["--max-requests", str(plan.max_requests), "--warmup", str(plan.warmup)]
+        cmd = [sys.executable, "-m", "client.bench.loadgen", "--kind", kind, "--target", target]
+        cmd += ["--task", model, "--text", text, "--concurrency", str(conc)]
+        cmd += ["--duration", str(plan.duration_s), "--max-requests", str(plan.max_requests)]
+        cmd += ["--warmup", str(plan.warmup)]
         if model == "uie":
             cmd += ["--schema", UIE_SCHEMA]
-        spy = None
+        budget = 120 + conc * plan.warmup * 30 + plan.duration_s * 2
+        result = _run_loadgen(cmd, workdir, budget)
+        result["concurrency"] = conc
+        out.append(result)
         if profile_pid is not None and conc in PROFILED_CONCURRENCIES:
             path = workdir / f"profile_{model}_{kind}_c{conc}.txt"
             spy = start_profiler(profile_pid, path, plan.duration_s)
-        budget = 120 + conc * plan.warmup * 30 + plan.duration_s * 2
-        proc = subprocess.run(
-            cmd,
-            cwd=workdir,
-            capture_output=True,
-            text=True,
-            timeout=budget,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        if spy is not None:
+            _run_loadgen(cmd, workdir, budget)
             spy.wait(timeout=plan.duration_s + 60)  # its window may outlast the load
-        if proc.returncode != 0:
-            raise RuntimeError(f"load generator failed:\n{proc.stderr[-3000:]}")
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
-        result["concurrency"] = conc
-        out.append(result)
     return out
+
+
+def _run_loadgen(cmd: list[str], workdir: Path, budget: float) -> dict:
+    """Run one load generator; its JSON summary."""
+    proc = subprocess.run(
+        cmd,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=budget,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def start_profiler(pid: int, path: Path, duration_s: float) -> subprocess.Popen:
