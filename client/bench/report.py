@@ -269,6 +269,34 @@ def top_frames(collapsed: str, n: int = 15) -> list[tuple[str, float]]:
     return [(frame, c / total) for frame, c in ranked] if total else []
 
 
+# Where a sample's leaf frame is, by its file (first match wins); see :func:`profile_shares`.
+PROFILE_PARTS = (
+    ("engine", ("onnxruntime/", "paddle/base/", "paddle/inference", "paddle_backend.py", "onnx_backend.py")),
+    ("grpc", ("grpc/",)),
+    ("logging", ("logging/",)),
+    ("tokenize", ("pipeline/tokenizer.py", "tokenizers/")),
+    ("paddle serving", ("paddle_serving_server/", "paddle_serving_app/")),
+    ("ours", ("pipeline/", "ops/", "web_service.py")),
+    ("threads and queues", ("threading.py", "concurrent/futures/", "queue.py", "asyncio/")),
+)
+
+
+def profile_shares(collapsed: str) -> dict[str, float]:
+    """Share of py-spy's samples per part of the server (:data:`PROFILE_PARTS`, by the file of each
+    sample's leaf frame; ``other`` for the rest)."""
+    counts: dict[str, int] = defaultdict(int)
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        leaf = stack.split(";")[-1]
+        part = next((name for name, files in PROFILE_PARTS if any(f in leaf for f in files)), "other")
+        counts[part] += int(count)
+        total += int(count)
+    return {part: counts[part] / total for part in [*(p for p, _ in PROFILE_PARTS), "other"]} if total else {}
+
+
 def plots(doc: dict, out: Path) -> list[Path]:
     """Per size: throughput vs concurrency per path, and p50/p95/p99 latency per path."""
     import matplotlib
@@ -353,7 +381,15 @@ def write_outputs(doc: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", "utf-8")
     text = markdown(doc)
-    for profile in sorted(out.glob("*profile_*.txt")):
+    profiles = sorted(out.glob("*profile_*.txt"))
+    if profiles:
+        parts = [*(p for p, _ in PROFILE_PARTS), "other"]
+        text += "\n## Where the service's time goes (py-spy samples by leaf frame)\n\n"
+        text += "| profile | " + " | ".join(parts) + " |\n|---|" + "---:|" * len(parts) + "\n"
+        for profile in profiles:
+            shares = profile_shares(profile.read_text(encoding="utf-8", errors="replace"))
+            text += f"| {profile.stem} | " + " | ".join(f"{shares.get(p, 0):.0%}" for p in parts) + " |\n"
+    for profile in profiles:
         text += f"\n## Profile {profile.stem} (py-spy, self time)\n\n| frame | share |\n|---|---:|\n"
         for frame, share in top_frames(profile.read_text(encoding="utf-8", errors="replace")):
             text += f"| `{frame}` | {share:.1%} |\n"
