@@ -18,7 +18,7 @@ import pytest
 from client.bench.common import percentile, summarize
 from client.bench.loadgen import answered_ok, http_sender, loopback_target, run_load
 from client.bench.models import ROOT, is_built, pad_vocab
-from client.bench.report import RUN_KEYS, evaluate_targets, markdown, merge_runs, top_frames
+from client.bench.report import RUN_KEYS, evaluate_targets, markdown, merge_runs, profile_shares, top_frames
 from client.request import results_close
 
 
@@ -164,6 +164,20 @@ def test_top_frames_ranks_self_samples():
     top = top_frames(collapsed, 2)
     assert top[0] == ("b", pytest.approx(0.8))
     assert top[1] == ("a", pytest.approx(0.2))
+
+
+def test_profile_shares_sort_samples_by_the_file_of_their_leaf_frame():
+    run = "run (onnxruntime/capi/onnxruntime_inference_collection.py:273)"
+    collapsed = (
+        f"thread;_serve (grpc/_server.py:10);{run} 6\n"  # the engine, called from gRPC's thread
+        "thread;_serve (grpc/_server.py:1317) 2\n"
+        "thread;finish (pipeline/service.py:142);emit (logging/__init__.py:1113) 1\n"
+        "thread;decode (pipeline/spo_decode.py:51);_wrapfunc (numpy/core/fromnumeric.py:59) 1\n"
+    )
+    shares = profile_shares(collapsed)
+    assert shares["engine"] == pytest.approx(0.6) and shares["grpc"] == pytest.approx(0.2)
+    assert shares["logging"] == pytest.approx(0.1) and shares["other"] == pytest.approx(0.1)
+    assert sum(shares.values()) == pytest.approx(1.0)
 
 
 @pytest.mark.slow
