@@ -27,7 +27,7 @@ import sys
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -157,15 +157,44 @@ class ParityInputs:
     prompts: list[str]
     uie_schema: Any
     held_out: list[dict]  # the demo dataset's test split (gold records)
+    eval_records: list[dict] | None = None  # --eval-data: the user's gold records
+    eval_name: str = ""
 
     def evaluation(self, demo: bool, gold_facts: Callable[[dict], set]) -> EvalSet:
-        """What a lossy hop is judged on: the demo models' held-out split with its gold; a user's
-        model has no split here, so the generated texts, judged against the FP32 model."""
-        if demo:
-            texts = [r["text"] for r in self.held_out]
-            gold = [gold_facts(r) for r in self.held_out]
-            return EvalSet(f"demo test split ({len(texts)} records)", texts, gold)
+        """What a lossy hop is judged on: ``--eval-data``'s gold records where given, else the
+        demo models' held-out split; a user's model without either is judged on the generated
+        texts against its FP32 model."""
+        records = self.eval_records if self.eval_records is not None else (self.held_out if demo else None)
+        if records is not None:
+            name = self.eval_name if self.eval_records is not None else "demo test split"
+            texts = [r["text"] for r in records]
+            return EvalSet(f"{name} ({len(texts)} records)", texts, [gold_facts(r) for r in records])
         return EvalSet(f"generated texts ({len(self.texts)}, no gold)", list(self.texts))
+
+
+def read_eval_records(path: Path) -> list[dict]:
+    """Gold records for the INT8 hop: JSON lines with ``text`` and ``spo_list`` (DuIE: subject,
+    subject_start, predicate, object, object_start) and, for UIE, ``entities`` (type, start, end)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise CheckpointError(f"cannot read --eval-data {path}: {e.strerror}") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{path} line {number} is not JSON ({e.msg})") from None
+        if not (isinstance(record, dict) and isinstance(record.get("text"), str)):
+            raise CheckpointError(
+                f"{path} line {number} has no text", 'each line: {"text": ..., "spo_list": [...]}'
+            )
+        records.append(record)
+    if not records:
+        raise CheckpointError(f"{path} holds no records")
+    return records
 
 
 def parity_inputs(seed: int) -> ParityInputs:
@@ -522,8 +551,10 @@ def build(
     force: bool = False,
     only: str | None = None,
     int8: bool = True,
+    eval_data: Path | None = None,
 ) -> int:
-    """Build ``out`` (see the module docstring); the exit code. ``int8=False`` skips the INT8 hop."""
+    """Build ``out`` (see the module docstring); the exit code. ``int8=False`` skips the INT8 hop;
+    ``eval_data``: gold records (:func:`read_eval_records`) the INT8 hop is judged on."""
     t0 = time.perf_counter()
     names = [only] if only else list(MODELS)
     log = ParityLog.keeping(out / PARITY, set(MODELS) - set(names))
@@ -534,6 +565,8 @@ def build(
             work, seed, uie_checkpoint, spo_checkpoint, train_uie="uie" in names, train_spo="spo" in names
         )
         inputs = parity_inputs(seed)
+        if eval_data is not None:
+            inputs = replace(inputs, eval_records=read_eval_records(eval_data), eval_name=eval_data.name)
         steps = {
             "uie": (process_uie, uie_ckpt, uie_checkpoint is None),
             "spo": (process_spo, spo_ckpt, spo_checkpoint is None),
@@ -626,6 +659,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--force", action="store_true", help="convert even when the outputs are up to date")
     b.add_argument("--only", choices=MODELS, help="build one model (the other's parity rows are kept)")
     b.add_argument("--no-int8", action="store_true", help="skip the INT8 hop (quantization + accuracy)")
+    b.add_argument(
+        "--eval-data", type=Path, help="JSON lines with gold facts: the INT8 hop is judged by F1 on them"
+    )
     c = sub.add_parser("check", help="re-run the parity checks of an existing serving_model")
     c.add_argument("--out", type=Path, default=Path("serving_model"))
     c.add_argument("--seed", type=int, default=0)
@@ -648,6 +684,7 @@ def main(argv: list[str] | None = None) -> int:
             args.force,
             args.only,
             not args.no_int8,
+            args.eval_data,
         )
     return check(args.out, args.seed)
 

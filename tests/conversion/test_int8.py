@@ -120,3 +120,32 @@ def test_an_int8_model_below_the_bar_is_refused_and_removed(tmp_path) -> None:
     assert len(rows) == 2 and all(r["passed"] is False and r["max_f1_drop"] == -0.5 for r in rows)
     card = json.loads((out_dir / "model_card.json").read_text(encoding="utf-8"))
     assert "int8" not in card and not (out_dir / INT8_ONNX).exists()
+
+
+def test_a_users_gold_records_judge_their_model(tmp_path) -> None:
+    """``--eval-data``: a user's model is scored on their gold records, as the demo is on its split."""
+    from conversion.errors import CheckpointError
+
+    data = tmp_path / "mine.jsonl"
+    held_out = bridge.parity_inputs(0).held_out[100:140]
+    data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in held_out) + "\n", "utf-8")
+    inputs = dataclasses.replace(
+        bridge.parity_inputs(0), eval_records=bridge.read_eval_records(data), eval_name=data.name
+    )
+    evaluation = inputs.evaluation(False, spo_gold_facts)  # not the demo: only the given records
+    assert evaluation.name == "mine.jsonl (40 records)" and len(evaluation.gold) == 40
+    out_dir = tmp_path / "spo"
+    shutil.copytree(SERVING_MODEL / "spo", out_dir)
+    args = _spo_hop_args(out_dir)
+    card = load_model_card(out_dir)
+    tokenizer = IETokenizer.from_file(out_dir / card.vocab, card.tokenizer.settings)
+    args["evaluation"] = evaluation
+    args["decode"] = spo_decoder(evaluation.texts, tokenizer, card.predicate_names, card.max_seq_len)
+    log = bridge.ParityLog(tmp_path / "parity.json")
+    bridge.int8_hop(SPO_SPEC, log=log, **args)
+    [row] = log.rows
+    assert row["eval_set"] == evaluation.name and row["f1_from"] > 0.8 and "max_f1_drop" in row
+
+    data.write_text('{"text": "张伟出生于杭州。", "spo_list": []}\n{"spo_list": []}\n', "utf-8")
+    with pytest.raises(CheckpointError, match=r"mine\.jsonl line 2 has no text"):
+        bridge.read_eval_records(data)
