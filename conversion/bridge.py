@@ -172,6 +172,19 @@ class ParityInputs:
         return EvalSet(f"generated texts ({len(self.texts)}, no gold)", list(self.texts))
 
 
+def schema_of_records(records: list[dict]) -> list:
+    """The UIE schema that asks for the facts of ``records``: their entity types, and each subject
+    type with its predicates."""
+    relations: dict[str, list[str]] = {}
+    for record in records:
+        for t in record.get("spo_list", []):
+            preds = relations.setdefault(str(t.get("subject_type", "")), [])
+            if t["predicate"] not in preds:
+                preds.append(t["predicate"])
+    types = dict.fromkeys(str(e["type"]) for r in records for e in r.get("entities", []))
+    return [t for t in types if t not in relations] + [{s: p} for s, p in relations.items() if s]
+
+
 def read_eval_records(path: Path) -> list[dict]:
     """Gold records for the INT8 hop: JSON lines with ``text`` and ``spo_list`` (DuIE: subject,
     subject_start, predicate, object, object_start) and, for UIE, ``entities`` (type, start, end)."""
@@ -449,7 +462,8 @@ def process_uie(
     check_served(out_dir, checker)
     evaluation = inputs.evaluation(demo, uie_gold_facts)
     reading = {"split_sentence": card["reading"]["split_sentence"]}
-    eval_decode = uie_decoder(evaluation.texts, inputs.uie_schema, tokenizer, max_seq_len, **reading)
+    schema = inputs.uie_schema if inputs.eval_records is None else schema_of_records(inputs.eval_records)
+    eval_decode = uie_decoder(evaluation.texts, schema, tokenizer, max_seq_len, **reading)
     int8_hop(
         UIE_SPEC, out_dir, work_dir, arch, cases, eval_decode, uie_predicted_facts, evaluation, log,
         convert, previous, int8,

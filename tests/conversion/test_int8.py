@@ -149,3 +149,16 @@ def test_a_users_gold_records_judge_their_model(tmp_path) -> None:
     data.write_text('{"text": "张伟出生于杭州。", "spo_list": []}\n{"spo_list": []}\n', "utf-8")
     with pytest.raises(CheckpointError, match=r"mine\.jsonl line 2 has no text"):
         bridge.read_eval_records(data)
+
+
+def test_the_schema_of_gold_records_asks_for_their_facts() -> None:
+    from conversion import demo_data
+
+    def normalized(schema: list) -> tuple[set, dict]:
+        plain = {n for n in schema if isinstance(n, str)}
+        nested = {k: set(v) for n in schema if isinstance(n, dict) for k, v in n.items()}
+        return plain, nested
+
+    # the demo's held-out records hold every fact kind the demo schema asks for
+    got = normalized(bridge.schema_of_records(bridge.parity_inputs(0).held_out))
+    assert got == normalized(demo_data.uie_schema())
