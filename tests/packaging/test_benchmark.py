@@ -279,3 +279,18 @@ def test_triton_baseline_answers_like_the_service(tmp_path: Path):
     assert load.returncode == 0, load.stderr[-3000:]
     result = json.loads(load.stdout.strip().splitlines()[-1])
     assert result["requests"] == 40 and result["errors"] == 0
+
+
+@pytest.mark.slow
+def test_int8_ab_measures_both_precisions_in_turn(tmp_path: Path):
+    if not is_built("demo"):
+        pytest.skip("demo models not built (make models)")
+    from client.bench import int8_ab
+
+    assert int8_ab.main(["--out", str(tmp_path), "--sizes", "demo", "--batches", "1,2", "--rounds", "3"]) == 0
+    rows = json.loads((tmp_path / "int8_ab.json").read_text(encoding="utf-8"))["rows"]
+    assert [(r["model"], r["batch"]) for r in rows] == [("uie", 1), ("uie", 2), ("spo", 1), ("spo", 2)]
+    for r in rows:
+        assert r["fp32_rows_per_s"] > 0 and r["int8_rows_per_s"] > 0
+        assert r["int8_speedup"] == pytest.approx(r["int8_rows_per_s"] / r["fp32_rows_per_s"])
+    assert (tmp_path / "int8_ab.md").read_text(encoding="utf-8").count("| demo |") == 4
