@@ -25,6 +25,7 @@ from pipeline.http.servers import HttpServers, bind
 from pipeline.kserve import KServeApp
 from pipeline.log_setup import configure_logging
 from pipeline.metrics import metrics_app, model_ready_setter
+from pipeline.model_control import ModelControl
 from pipeline.paddle_serving.compat import (
     IERequestOp,
     IEResponseOp,
@@ -76,10 +77,21 @@ def preflight(config: ServiceConfig) -> tuple[IEService, dict[str, socket.socket
     for key in ("rpc_port", "http_port"):  # gRPC and the Go gateway bind their own
         if key in sockets and (key == "rpc_port" or not use_python_gateway(config)):
             sockets.pop(key).close()
-    service = IEService(config.ie, resolve_backend(config.ie.backend))
+    if config.ie.model_control and not config.is_thread_op:
+        raise ConfigError("ie.model_control needs thread ops (dag.is_thread_op: true)")
+    if config.ie.model_control and not config.ie.kserve_http_port:
+        raise ConfigError(
+            "ie.model_control needs the KServe port (ie.kserve_http_port), where its routes are"
+        )
+    batch_requests = int(config.op_conf("model").get("batch_size", 1))
+    service = IEService(config.ie, resolve_backend(config.ie.backend), batch_requests=batch_requests)
     service.start_engines()
+    defaults = service.registry.defaults()
     for name, model in service.models.items():
-        logger.info("model %s: %s ok", name, model.dir)
+        default = " (default of its task)" if defaults.get(model.task) == name else ""
+        logger.info(
+            "model %s: task %s, version %s, %s ok%s", name, model.task, model.version, model.dir, default
+        )
     if not config.is_thread_op:
         service.close()  # each op process loads its own
     return service, sockets
@@ -119,14 +131,21 @@ class IEWebService:
     def get_pipeline_response(self, read_op: Op) -> Op:
         tokenize = TokenizeOp(name="tokenize", input_ops=[read_op], service=self.service)
         adaptive = self.config.ie.batching == "adaptive"
-        model = ModelOp(name="model", input_ops=[tokenize], service=self.service, adaptive=adaptive)
+        wait = not self.config.is_thread_op  # a job pickled to the decode process must be done
+        model = ModelOp(
+            name="model", input_ops=[tokenize], service=self.service, adaptive=adaptive, wait=wait
+        )
         return DecodeOp(name="decode", input_ops=[model], service=self.service)
 
     def prepare_pipeline_config(self) -> None:
         pipeline_conf = dict(self.config.pipeline)
         pipeline_conf.pop("http_port", None)  # the HTTP port is ours (or our Go gateway process)
         last_op = self.get_pipeline_response(IERequestOp())
-        self._server.set_response_op(IEResponseOp(input_ops=[last_op]))
+        finish = None
+        if self.config.is_thread_op:  # a job its lane has not run yet is finished in the request's thread
+            timeout_s = self.config.ie.limits.request_timeout_ms / 1000
+            finish = lambda job: self.service.finish(job, timeout_s)  # noqa: E731
+        self._server.set_response_op(IEResponseOp(input_ops=[last_op], finish=finish))
         self._server.prepare_server(yml_dict=pipeline_conf)
         if self.config.ie.metrics_port and not self.config.is_thread_op:
             logger.warning("metrics count thread ops only (dag.is_thread_op: true); process ops go uncounted")
@@ -139,14 +158,33 @@ class IEWebService:
             self._http.add("gateway", self._sockets["http_port"], GatewayApp(self._call, self._limits).asgi)
         if "ie.kserve_http_port" in self._sockets:
             cards = {name: m.card for name, m in self.service.models.items()}
+            ready = model_ready_setter(sorted(ie.models))
+            registry = self.service.registry
             self._kserve = KServeApp(
                 cards,
                 {name: self.service.engine_kind(name) for name in cards},
                 self._limits,
                 self._call,
-                model_ready_setter(sorted(ie.models)),
+                ready,
                 playground=ie.playground,
+                catalog=lambda: {n: (m.served.card, m.engine_kind) for n, m in registry.snapshot().items()},
             )
+            if ie.model_control:
+                kserve = self._kserve
+                kserve.attach_control(
+                    ModelControl(
+                        self.service,
+                        self.config.path.parent,
+                        on_loaded=lambda name: (kserve.model_loaded(name), ready(name)),
+                        on_unloaded=kserve.model_unloaded,
+                    )
+                )
+                logger.warning(
+                    "model control is on (ie.model_control): /v2/repository/* on %s:%s loads and unloads "
+                    "models; keep that port to trusted operators",
+                    ie.bind_address,
+                    ie.kserve_http_port,
+                )
             self._http.add("KServe v2", self._sockets["ie.kserve_http_port"], self._kserve.asgi)
         if "ie.metrics_port" in self._sockets:
             self._http.add("metrics", self._sockets["ie.metrics_port"], metrics_app(self._limits))
@@ -155,7 +193,7 @@ class IEWebService:
             self._kserve.start_warmup()
 
     def _not_ready(self) -> None:
-        model_ready_setter(sorted(self.config.ie.models))  # the gauge back to 0
+        model_ready_setter(sorted(self.service.models))  # the gauge back to 0
         if self._kserve is not None:
             self._kserve.stop()
             self._kserve.readiness.mark_all_not_ready()

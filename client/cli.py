@@ -17,6 +17,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--task", choices=["uie", "spo"], required=True)
     p.add_argument("--schema", help="UIE schema as JSON")
     p.add_argument("--position-prob", type=float)
+    p.add_argument("--model", help="a served model's name (default: the task's default model)")
     return p
 
 

@@ -34,9 +34,10 @@ def predict(
     position_prob: float | None = None,
     url: str = DEFAULT_URL,
     timeout: float = 60.0,
+    model: str | None = None,
 ) -> list[dict]:
     """One result per text (or per-text error objects); raises ServiceError on request errors."""
-    kv = build_request(task, texts, schema, position_prob)
+    kv = build_request(task, texts, schema, position_prob, model)
     answer = post_raw({"key": list(kv), "value": list(kv.values())}, url, timeout)
     return parse_response(
         int(answer.get("err_no", 0)),
@@ -51,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     p = cli.parser("Query the IE service over HTTP.")
     p.add_argument("--url", default=DEFAULT_URL)
     args = p.parse_args(argv)
-    return cli.run(args, lambda texts: predict(args.task, texts, args.schema, args.position_prob, args.url))
+    return cli.run(
+        args,
+        lambda texts: predict(args.task, texts, args.schema, args.position_prob, args.url, model=args.model),
+    )
 
 
 if __name__ == "__main__":

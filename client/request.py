@@ -18,10 +18,17 @@ class ServiceError(RuntimeError):
 
 
 def build_request(
-    task: str, texts: str | list[str], schema: Any = None, position_prob: float | None = None
+    task: str,
+    texts: str | list[str],
+    schema: Any = None,
+    position_prob: float | None = None,
+    model: str | None = None,
 ) -> dict[str, str]:
-    """The request's key/value pairs; a list of texts travels as one JSON string."""
+    """The request's key/value pairs; a list of texts travels as one JSON string. ``model`` names
+    a served model (else the server gives the task's default)."""
     kv = {"task": task, "text": texts if isinstance(texts, str) else json.dumps(texts, ensure_ascii=False)}
+    if model is not None:
+        kv["model"] = model
     if schema is not None:
         kv["schema"] = schema if isinstance(schema, str) else json.dumps(schema, ensure_ascii=False)
     if position_prob is not None:

@@ -30,10 +30,11 @@ def predict(
     position_prob: float | None = None,
     client=None,
     endpoint: str = DEFAULT_ENDPOINT,
+    model: str | None = None,
 ) -> list[dict]:
     """One result per text (or per-text error objects); raises ServiceError on request errors."""
     client = client or connect(endpoint)
-    resp = client.predict(feed_dict=build_request(task, texts, schema, position_prob), fetch=None)
+    resp = client.predict(feed_dict=build_request(task, texts, schema, position_prob, model), fetch=None)
     return parse_response(resp.err_no, resp.err_msg, list(resp.key), list(resp.value))
 
 
@@ -43,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--endpoint", default=DEFAULT_ENDPOINT)
     args = p.parse_args(argv)
     return cli.run(
-        args, lambda texts: predict(args.task, texts, args.schema, args.position_prob, endpoint=args.endpoint)
+        args,
+        lambda texts: predict(
+            args.task, texts, args.schema, args.position_prob, endpoint=args.endpoint, model=args.model
+        ),
     )
 
 

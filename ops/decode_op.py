@@ -1,4 +1,8 @@
-"""Last op: :meth:`IEService.finish` -> the response's JSON string (per-text results or errors)."""
+"""Last op: :meth:`IEService.finish` -> the response's JSON string (per-text results or errors).
+
+With thread ops the model op only hands jobs to their models' lanes: a job its lane has not run
+yet goes on as it is, and the response op finishes it in the request's own thread.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,10 @@ class DecodeOp(Op):
 
     def preprocess(self, input_dicts, data_id=0, log_id=0):
         ((_, data),) = input_dicts.items()
+        job = data["job"][0]
+        if not job.done.is_set():
+            return {"job": data["job"]}, True, None, ""  # the response op waits for it
         try:
-            return {RESULT_KEY: self._service.finish(data["job"][0])}, True, None, ""
+            return {RESULT_KEY: self._service.finish(job)}, True, None, ""
         except IEError as e:
             return None, True, product_code(e), e.message

@@ -1,8 +1,11 @@
-"""Second op: :meth:`IEService.run` over the jobs of the requests auto-batching merged.
+"""Second op: the jobs of the requests auto-batching merged, to their models' lanes.
 
-This op owns the engines (loaded in its own process with process ops). A UIE job has several
+This op owns the engines (loaded in its own process with process ops). With thread ops it hands
+each job to its model's lane (:meth:`IEService.submit`) and returns: each model batches and runs
+its own jobs, and a slow model holds no op thread. With process ops the job must be done before
+it is pickled to the decode process, so it waits (:meth:`IEService.run`). A UIE job has several
 stages, so its later tokenizing (child prompts built from parent spans) and partial decoding
-happen here, stage after stage, until no job has rows left.
+happen in the lane, stage after stage, until no job has rows left.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ class ModelOp(AdaptiveBatchingOp):
     or Paddle Serving's ``auto_batching_timeout`` batches.
     """
 
-    def __init__(self, name: str, input_ops: list, service: IEService, adaptive: bool = True):
+    def __init__(
+        self, name: str, input_ops: list, service: IEService, adaptive: bool = True, wait: bool = False
+    ):
         super().__init__(name=name, input_ops=input_ops, adaptive=adaptive)
         self._service = service
+        self._wait = wait
 
     def init_op(self) -> None:
         self._service.start_engines()
@@ -33,5 +39,8 @@ class ModelOp(AdaptiveBatchingOp):
 
     def process(self, feed_batch, typical_logid=0):
         jobs = feed_batch[0]["job"]
-        self._service.run(list(jobs))
+        if self._wait:
+            self._service.run(list(jobs))
+        else:
+            self._service.submit(list(jobs))
         return {"job": jobs}, 0, ""

@@ -7,6 +7,7 @@ handed to ``PipelineServer`` as they are. The ``ie:`` section is parsed into typ
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,10 +23,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+TASKS = ("uie", "spo")
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MODEL_NAME_RULE = "1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+
+
 class ModelSettings(_Strict):
-    """One served model (``ie.models.<name>``)."""
+    """One served model (``ie.models.<name>``): where it is and the deployment choices; the model
+    card (``<dir>/model_card.json``) says what it is (task, version, labels)."""
 
     dir: Path = Field(description="serving_model/<name>: serving_server/, model.onnx, vocab.txt")
+    task: Literal["uie", "spo"] | None = Field(
+        default=None, description="checked against the card; omitted: the key uie/spo, else the card's"
+    )
+    default: bool = Field(default=False, description="the model of its task a request without 'model' gets")
+    intra_op_threads: int | None = Field(default=None, ge=1, le=256, description="None: ie.intra_op_threads")
+    max_batch_rows: int | None = Field(default=None, ge=1, le=1024, description="None: ie.max_batch_rows")
     max_seq_len: int = Field(default=512, ge=16, le=4096)
     position_prob: float = Field(default=0.5, gt=0.0, lt=1.0, description="UIE span threshold")
     threshold: float = Field(default=0.0, description="SPO logit threshold")
@@ -80,7 +93,11 @@ class IESettings(_Strict):
         description="model op: adaptive = run at once when idle, batch what queued meanwhile (up to "
         "op.model.batch_size); timeout = Paddle Serving's op.model.auto_batching_timeout wait",
     )
-    models: dict[Literal["uie", "spo"], ModelSettings]
+    models: dict[str, ModelSettings]
+    model_control: bool = Field(
+        default=False,
+        description="POST /v2/repository/models/<name>/load|unload on the KServe port (trusted operators)",
+    )
     limits: Limits = Limits()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     http_gateway: Literal["auto", "go", "python"] = Field(
@@ -107,7 +124,18 @@ class IESettings(_Strict):
     def _at_least_one(cls, v: dict) -> dict:
         if not v:
             raise ValueError("list at least one model under ie.models (uie and/or spo)")
+        bad = [name for name in v if not MODEL_NAME.match(name)]
+        if bad:
+            raise ValueError(f"model name {bad[0]!r} is not allowed: use {MODEL_NAME_RULE}")
         return v
+
+    def threads_of(self, model: ModelSettings) -> int:
+        """Engine threads of ``model``: its own setting, else ``ie.intra_op_threads``."""
+        return model.intra_op_threads or self.intra_op_threads
+
+    def batch_rows_of(self, model: ModelSettings) -> int:
+        """Rows per engine call of ``model``: its own setting, else ``ie.max_batch_rows``."""
+        return model.max_batch_rows or self.max_batch_rows
 
     @model_validator(mode="after")
     def _int8_needs_onnx(self) -> IESettings:

@@ -115,6 +115,19 @@ class NotFound(InvalidRequest):
     kind = "not_found"
 
 
+class UnknownModel(NotFound):
+    """The request names a model (or a version of one) this server does not serve."""
+
+    kind = "unknown_model"
+
+
+class ModelControlError(InvalidRequest):
+    """A model load or unload was refused (bad dir, failed check, failed warm-up); the old model
+    keeps serving."""
+
+    kind = "model_control_error"
+
+
 class MethodNotAllowed(InvalidRequest):
     """The route exists but not for this HTTP method."""
 
@@ -213,6 +226,7 @@ PIPELINE_ERRORS: tuple[type[IEError], ...] = (
     InferenceError,
     RequestTimeout,
     Unavailable,
+    UnknownModel,
 )
 ERROR_TYPE_KEY = "error_type"
 _PRODUCT_BASE = 51

@@ -29,6 +29,11 @@ class Readiness:
         self._flags = dict.fromkeys(models, False)
         self._lock = threading.Lock()
 
+    def forget(self, model: str) -> None:
+        """An unloaded model: no longer served, so not waited for."""
+        with self._lock:
+            self._flags.pop(model, None)
+
     @property
     def models(self) -> list[str]:
         return list(self._flags)
@@ -51,10 +56,11 @@ class Readiness:
             return bool(self._flags) and all(self._flags.values())
 
 
-def warmup_request(task: str, card: ModelCard) -> dict[str, str]:
-    """A small valid request for ``task`` (the UIE schema is the card's example or first type)."""
-    kv = {"task": task, "text": WARMUP_TEXT}
-    if task == "uie":
+def warmup_request(name: str, card: ModelCard) -> dict[str, str]:
+    """A small valid request for model ``name`` (the UIE schema is the card's example or first
+    type)."""
+    kv = {"task": card.task, "model": name, "text": WARMUP_TEXT}
+    if card.task == "uie":
         schema = card.example_schema
         kv["schema"] = schema if isinstance(schema, str) else json.dumps(schema, ensure_ascii=False)
     return kv

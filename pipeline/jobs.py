@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -29,6 +30,7 @@ class RequestTrace:
     log_id: int
     task: str
     created: float
+    model: str = ""
     texts: int = 0
     text_errors: int = 0
     rows: int = 0
@@ -43,7 +45,10 @@ class RequestTrace:
 
 @dataclass
 class RequestJob:
-    """One request: ``slots[i]`` is the engine index of text ``i``, or that text's error."""
+    """One request: ``slots[i]`` is the engine index of text ``i``, or that text's error.
+
+    ``model`` is the served model's name; ``handle`` the loaded model it was prepared against (a
+    swap does not move a request in flight); ``done`` is set once its model ran it."""
 
     task: str
     engine: EngineJob | None
@@ -52,13 +57,31 @@ class RequestJob:
     failure: IEError | None = None
     created: float = field(default_factory=time.perf_counter)
     trace: RequestTrace | None = None  # per-request figures for logs and metrics
+    model: str = ""
+    handle: Any = field(default=None, repr=False, compare=False)
+    done: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self.model = self.model or self.task
         if self.trace is None:
             errors = sum(isinstance(s, BaseException) for s in self.slots)
             self.trace = RequestTrace(
                 self.log_id, self.task, self.created, texts=len(self.slots), text_errors=errors
             )
+        self.trace.model = self.model
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled between op processes (process ops): without the handle and the event."""
+        state = dict(self.__dict__)
+        state["handle"] = None
+        state["done"] = self.done.is_set()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        done = threading.Event()
+        if state.pop("done"):
+            done.set()
+        self.__dict__.update(state, done=done)
 
     def results(self) -> list[dict[str, Any]]:
         """Per input text, its result or its error object, in request order."""

@@ -13,6 +13,7 @@ labels are listed in README's "Operations" section.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -100,6 +101,31 @@ class IEMetrics:
         self.model_ready = Gauge(
             "ie_model_ready", "1 once the model answered its warm-up request.", ["model"], registry=r
         )
+        self.model_requests = Counter(
+            "ie_model_requests",
+            "Requests by served model name and outcome.",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.model_latency = Histogram(
+            "ie_model_request_latency_seconds",
+            "Request latency by served model name.",
+            ["model"],
+            buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.model_memory = Gauge(
+            "ie_model_resident_memory_bytes",
+            "Resident memory the model's engine load added to the process (RSS delta at load).",
+            ["model"],
+            registry=r,
+        )
+        self.model_loads = Counter(
+            "ie_model_loads",
+            "Model loads and unloads (model control) by outcome.",
+            ["model", "action", "outcome"],
+            registry=r,
+        )
         for task in TASKS:
             for outcome in OUTCOMES:
                 self.requests.labels(task, outcome)
@@ -146,6 +172,19 @@ def metrics_app(limits: Limits, metrics: IEMetrics | None = None) -> HttpApp:
         return Response(200, generate_latest(registry), [(b"content-type", CONTENT_TYPE_LATEST.encode())])
 
     return HttpApp(handle, limits, lambda e: {"error": e.message}, "metrics")
+
+
+def record_model_memory(model: str, rss: int, metrics: IEMetrics | None = None) -> None:
+    """At a model's load: the resident memory its engine added."""
+    (metrics or get_metrics()).model_memory.labels(model).set(rss)
+
+
+def forget_model(model: str, metrics: IEMetrics | None = None) -> None:
+    """After an unload: the model's gauges go (its counters stay, as Prometheus expects)."""
+    m = metrics or get_metrics()
+    for gauge in (m.model_memory, m.model_ready):
+        with contextlib.suppress(KeyError):
+            gauge.remove(model)
 
 
 def record_queue(jobs: Sequence[RequestJob], started: float, metrics: IEMetrics | None = None) -> None:
@@ -199,16 +238,28 @@ def finish_request(
     latency = max((now if now is not None else time.perf_counter()) - job.created, 0.0)
     m.requests.labels(label, outcome).inc()
     m.request_latency.labels(label).observe(latency)
+    if job.model:
+        m.model_requests.labels(job.model, outcome).inc()
+        m.model_latency.labels(job.model).observe(latency)
     if outcome in ("ok", "text_error"):
         m.texts.labels(label, "error").inc(trace.text_errors)
         m.texts.labels(label, "ok").inc(trace.texts - trace.text_errors)
     return trace
 
 
-def record_rejected(kv: Mapping[str, Any], metrics: IEMetrics | None = None) -> str:
-    """Tokenize op: count a whole-request error; returns the task label it was counted under."""
-    label = task_label(kv.get("task"))
-    (metrics or get_metrics()).requests.labels(label, "request_error").inc()
+def record_rejected(
+    kv: Mapping[str, Any],
+    metrics: IEMetrics | None = None,
+    task: str | None = None,
+    model: str | None = None,
+) -> str:
+    """Tokenize op: count a whole-request error (under ``model`` when it resolved to one);
+    returns the task label it was counted under."""
+    m = metrics or get_metrics()
+    label = task_label(task or kv.get("task"))
+    m.requests.labels(label, "request_error").inc()
+    if model:
+        m.model_requests.labels(model, "request_error").inc()
     return label
 
 
@@ -238,6 +289,7 @@ def request_log_fields(
         "log_id": trace.log_id,
         "task": trace.task,
         "outcome": outcome,
+        "model": trace.model or None,
         "texts": trace.texts,
         "text_errors": trace.text_errors,
         "tokens": trace.tokens,

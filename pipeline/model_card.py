@@ -86,6 +86,7 @@ class ModelCard(BaseModel):
 
     name: str
     task: Literal["uie", "spo"]
+    version: str = Field(default="1", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
     max_seq_len: int
     vocab: str = "vocab.txt"
     inputs: list[str]

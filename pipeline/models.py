@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import IESettings, ModelSettings
+from pipeline.config import TASKS, IESettings, ModelSettings
 from pipeline.errors import ConfigError, ModelLoadError
 from pipeline.model_card import ModelCard, load_model_card
 from pipeline.tokenizer import IETokenizer
@@ -26,6 +27,14 @@ class ServedModel:
     @property
     def dir(self) -> Path:
         return self.settings.dir
+
+    @property
+    def task(self) -> str:
+        return self.card.task
+
+    @property
+    def version(self) -> str:
+        return self.card.version
 
     @property
     def max_seq_len(self) -> int:
@@ -48,26 +57,65 @@ class ServedModel:
         return self._reading("window_overlap")
 
 
+def load_served_model(name: str, settings: ModelSettings, ie: IESettings) -> ServedModel:
+    """Read one model's card and vocab; errors name the missing or bad file."""
+    if not settings.dir.is_dir():
+        raise ModelLoadError(
+            f"model dir {settings.dir} (ie.models.{name}.dir) does not exist; "
+            "build it with `python -m conversion.bridge build`"
+        )
+    card = load_model_card(settings.dir)
+    expected = settings.task or (name if name in TASKS else None)
+    if expected is not None and card.task != expected:
+        raise ModelLoadError(f"{settings.dir}/model_card.json is a {card.task!r} model, not {expected!r}")
+    vocab = settings.dir / card.vocab
+    try:
+        tokenizer = IETokenizer.from_file(vocab, card.tokenizer.settings)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"cannot load vocab {vocab}: {e}") from e
+    _check_against_card(name, settings, card, ie.batch_rows_of(settings))
+    return ServedModel(name, settings, card, tokenizer)
+
+
 def load_served_models(ie: IESettings) -> dict[str, ServedModel]:
-    """Read every configured model's card and vocab; errors name the missing or bad file."""
-    served = {}
-    for name, settings in ie.models.items():
-        if not settings.dir.is_dir():
-            raise ModelLoadError(
-                f"model dir {settings.dir} (ie.models.{name}.dir) does not exist; "
-                "build it with `python -m conversion.bridge build`"
-            )
-        card = load_model_card(settings.dir)
-        if card.task != name:
-            raise ModelLoadError(f"{settings.dir}/model_card.json is a {card.task!r} model, not {name!r}")
-        vocab = settings.dir / card.vocab
-        try:
-            tokenizer = IETokenizer.from_file(vocab, card.tokenizer.settings)
-        except (OSError, ValueError) as e:
-            raise ModelLoadError(f"cannot load vocab {vocab}: {e}") from e
-        _check_against_card(name, settings, card, ie.max_batch_rows)
-        served[name] = ServedModel(name, settings, card, tokenizer)
+    """Read every configured model's card and vocab; checks each task has one default."""
+    served = {name: load_served_model(name, settings, ie) for name, settings in ie.models.items()}
+    default_models(served.values(), strict=True)
     return served
+
+
+def default_models(models: Iterable[ServedModel], strict: bool = False) -> dict[str, str]:
+    """Task -> the name of its default model: the one marked ``default: true``, or the only model
+    of that task. ``strict``: ConfigError when a task has several models and not one default."""
+    by_task: dict[str, list[ServedModel]] = {}
+    for model in models:
+        by_task.setdefault(model.task, []).append(model)
+    defaults = {}
+    for task, group in sorted(by_task.items()):
+        marked = [m.name for m in group if m.settings.default]
+        if len(marked) > 1 and strict:
+            raise ConfigError(
+                f"ie.models: {sorted(marked)} are all 'default: true' for task {task}; keep one"
+            )
+        if len(group) == 1:
+            defaults[task] = group[0].name
+        elif marked:
+            defaults[task] = sorted(marked)[0]
+        elif strict:
+            names = sorted(m.name for m in group)
+            raise ConfigError(
+                f"ie.models: {names} all serve task {task}; mark the one a request without 'model' "
+                "gets with 'default: true'"
+            )
+    return defaults
+
+
+def names_by_task(models: Mapping[str, ServedModel]) -> dict[str, list[str]]:
+    """Task -> the names of its models, sorted."""
+    out: dict[str, list[str]] = {}
+    for name in sorted(models):
+        out.setdefault(models[name].task, []).append(name)
+    return out
 
 
 def _check_against_card(name: str, settings: ModelSettings, card: ModelCard, max_batch_rows: int) -> None:

@@ -2,7 +2,8 @@
 
 Request: Paddle Serving's ``{"key": [...], "value": [...]}`` with keys
 
-- ``task``: ``"uie"`` or ``"spo"``
+- ``task``: ``"uie"`` or ``"spo"`` (may be left out when ``model`` is given)
+- ``model``: optional, a served model's name (else the task's default model)
 - ``text``: one text, or a JSON list of texts (a value starting with ``[`` that parses as a list)
 - ``schema``: UIE only, a JSON schema as PaddleNLP Taskflow takes it
 - ``position_prob``: optional, UIE span threshold in (0, 1)
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pipeline.config import Limits
 from pipeline.errors import InvalidRequest, InvalidSchema, InvalidText, LimitExceeded, NestedTooDeeply
 
-REQUEST_KEYS = frozenset({"task", "text", "schema", "position_prob"})
+REQUEST_KEYS = frozenset({"task", "model", "text", "schema", "position_prob"})
 RESULT_KEY = "result"
 
 
@@ -93,17 +94,27 @@ def _parse_schema(raw: Any, max_depth: int) -> Any:
     return raw
 
 
-def parse_request(kv: dict[str, Any], limits: Limits) -> IERequest:
-    """Validate the request as a whole; raises InvalidRequest (or a subclass) on bad input."""
+def check_keys(kv: dict[str, Any]) -> None:
+    """Refuse keys the contract does not have, and a request naming neither task nor model."""
     unknown = set(kv) - REQUEST_KEYS
     if unknown:
         raise InvalidRequest(f"unknown keys {sorted(unknown)}; allowed keys are {sorted(REQUEST_KEYS)}")
-    for key in ("task", "text"):
-        if key not in kv:
-            raise InvalidRequest(f"missing key '{key}'")
-    task = kv["task"]
-    if task not in ("uie", "spo"):
-        raise InvalidRequest(f"unknown task {task!r}; use 'uie' or 'spo'")
+    if "task" not in kv and kv.get("model") in (None, ""):
+        raise InvalidRequest("missing key 'task' (or 'model', a served model's name)")
+    if "task" in kv and kv["task"] not in ("uie", "spo"):
+        raise InvalidRequest(f"unknown task {kv['task']!r}; use 'uie' or 'spo'")
+    if "model" in kv and not isinstance(kv["model"], str):
+        raise InvalidRequest("'model' must be a string (a served model's name)")
+
+
+def parse_request(kv: dict[str, Any], limits: Limits, task: str | None = None) -> IERequest:
+    """Validate the request as a whole; raises InvalidRequest (or a subclass) on bad input.
+
+    ``task`` is the task of the model the request resolved to (else the request's ``task``)."""
+    check_keys(kv)
+    if "text" not in kv:
+        raise InvalidRequest("missing key 'text'")
+    task = task or kv["task"]
     texts = _parse_texts(kv["text"], limits.max_json_depth)
     if not texts:
         raise InvalidRequest("'text' is an empty list")

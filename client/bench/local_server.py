@@ -109,7 +109,9 @@ def write_config(
     """A copy of ``app``/config.yml on the given ports and backend, with overrides.
 
     ``dag`` updates the ``dag:`` section, ``op`` each named op's section (a None value removes
-    the key), ``ie`` the ``ie:`` section (``models`` per model).
+    the key), ``ie`` the ``ie:`` section (``models`` per model name: settings to update, a new
+    name's whole settings, or None to drop that model). Model dirs are made absolute (relative
+    ones are relative to ``app``).
     """
     conf = yaml.safe_load((app / "config.yml").read_text(encoding="utf-8"))
     conf["rpc_port"], conf["http_port"] = rpc_port, http_port
@@ -123,15 +125,18 @@ def write_config(
                 section[key] = value
     conf["ie"]["backend"] = backend
     conf["ie"]["bind_address"] = "127.0.0.1"  # tests and benchmarks listen on loopback only
-    for name, model in conf["ie"]["models"].items():
-        model["dir"] = str(app / "serving_model" / name)
+    for model in conf["ie"]["models"].values():
+        model["dir"] = str(app / model["dir"])  # an absolute dir stays as it is
     conf["ie"].setdefault("kserve_http_port", free_port())
     conf["ie"].setdefault("metrics_port", free_port())
     models = ie.pop("models", {})
     conf["ie"].setdefault("limits", {}).update(ie.pop("limits", {}))
     conf["ie"].update(ie)
     for name, model in models.items():
-        conf["ie"]["models"][name].update(model)
+        if model is None:
+            conf["ie"]["models"].pop(name, None)
+        else:
+            conf["ie"]["models"].setdefault(name, {}).update(model)
     path = workdir / "config.yml"
     path.write_text(yaml.safe_dump(conf, allow_unicode=True), encoding="utf-8")
     return path

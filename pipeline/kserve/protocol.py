@@ -1,6 +1,7 @@
 """The KServe v2 (Open Inference Protocol) messages of this service, as pure functions.
 
-Models ``uie`` and ``spo``, version ``"1"``. Inputs: ``text`` BYTES [-1] (one element per text) and,
+Models by name (each a ``uie`` or ``spo`` model, its version from its card, ``"1"`` by default).
+Inputs: ``text`` BYTES [-1] (one element per text) and,
 for ``uie``, ``schema`` BYTES [1] (a Taskflow schema as JSON); optional request parameter
 ``position_prob`` (uie). Output: ``result`` BYTES [-1], one JSON string per text, the same per-text
 JSON (results or error objects) as the Paddle Serving route. Tensor data comes as JSON ``data`` or
@@ -68,13 +69,15 @@ def server_metadata() -> dict[str, Any]:
     return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS}
 
 
-def model_metadata(task: str, backend: str) -> dict[str, Any]:
-    """``GET /v2/models/<task>``."""
+def model_metadata(
+    name: str, backend: str, task: str | None = None, version: str = MODEL_VERSION
+) -> dict[str, Any]:
+    """``GET /v2/models/<name>`` (``task``: the model's task, the name by default)."""
     return {
-        "name": task,
-        "versions": [MODEL_VERSION],
+        "name": name,
+        "versions": [version],
         "platform": PLATFORMS.get(backend, backend),
-        "inputs": model_inputs(task),
+        "inputs": model_inputs(task or name),
         "outputs": [{"name": RESULT_OUTPUT, "datatype": "BYTES", "shape": [-1]}],
     }
 
@@ -148,9 +151,11 @@ class InferCall:
         return int(rid) if rid.isdigit() and len(rid) < 19 else 0
 
 
-def parse_infer_request(body: bytes, header_length: int | None, task: str, max_depth: int = 64) -> InferCall:
-    """``POST /v2/models/<task>/infer`` body -> :class:`InferCall`; raises KServeError (400)
-    or NestedTooDeeply."""
+def parse_infer_request(
+    body: bytes, header_length: int | None, task: str, max_depth: int = 64, model: str | None = None
+) -> InferCall:
+    """``POST /v2/models/<model>/infer`` body (a ``task`` model) -> :class:`InferCall`; raises
+    KServeError (400) or NestedTooDeeply."""
     if header_length is not None and not 0 <= header_length <= len(body):
         raise KServeError(400, f"{HEADER_LENGTH} {header_length} is outside the body")
     header = body if header_length is None else body[:header_length]
@@ -167,11 +172,15 @@ def parse_infer_request(body: bytes, header_length: int | None, task: str, max_d
     for tensor in request["inputs"]:
         if not isinstance(tensor, dict) or tensor.get("name") not in allowed:
             name = tensor.get("name") if isinstance(tensor, dict) else tensor
-            raise KServeError(400, f"model '{task}' has no input {name!r}; inputs: {sorted(allowed)}")
+            raise KServeError(
+                400, f"model '{model or task}' has no input {name!r}; inputs: {sorted(allowed)}"
+            )
         tensors[tensor["name"]], offset = _elements(tensor, binary, offset)
     if "text" not in tensors:
         raise KServeError(400, "missing input 'text'")
     kv = {"task": task, "text": json.dumps(tensors["text"], ensure_ascii=False)}
+    if model is not None:
+        kv["model"] = model
     if "schema" in tensors:
         if len(tensors["schema"]) != 1:
             raise KServeError(400, "input 'schema' takes exactly one element (the schema as JSON)")
@@ -190,7 +199,9 @@ def parse_infer_request(body: bytes, header_length: int | None, task: str, max_d
     return InferCall(kv=kv, request_id=None if rid is None else str(rid), binary_output=binary_output)
 
 
-def infer_response(task: str, call: InferCall, answer: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+def infer_response(
+    name: str, call: InferCall, answer: dict[str, Any], version: str = MODEL_VERSION
+) -> tuple[bytes, dict[str, str]]:
     """The pipeline's Response (as a dict) -> HTTP body and headers; raises KServeError on errors."""
     err_no = int(answer.get("err_no", 0) or 0)
     values = dict(zip(answer.get("key", []), answer.get("value", []), strict=False))
@@ -202,7 +213,7 @@ def infer_response(task: str, call: InferCall, answer: dict[str, Any]) -> tuple[
     items = json.loads(values[RESULT_OUTPUT])
     data = [json.dumps(item, ensure_ascii=False, separators=(",", ":")) for item in items]
     output: dict[str, Any] = {"name": RESULT_OUTPUT, "datatype": "BYTES", "shape": [len(data)]}
-    response: dict[str, Any] = {"model_name": task, "model_version": MODEL_VERSION, "outputs": [output]}
+    response: dict[str, Any] = {"model_name": name, "model_version": version, "outputs": [output]}
     if call.request_id is not None:
         response["id"] = call.request_id
     if not call.binary_output:

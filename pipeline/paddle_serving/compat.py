@@ -37,7 +37,9 @@ import multiprocessing
 import platform
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pipeline.errors import (
     ERR_CLOSED,
@@ -47,12 +49,14 @@ from pipeline.errors import (
     ERR_TIMEOUT,
     ERR_UNKNOWN,
     ERROR_TYPE_KEY,
+    IEError,
     InvalidRequest,
     error_from_answer,
     from_product_code,
     internal_message,
     product_code,
 )
+from pipeline.schemas import RESULT_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -141,15 +145,46 @@ class IERequestOp(RequestOp):
 
 class IEResponseOp(ResponseOp):
     """The DAG's response op: an error that travelled as one of our product codes is answered
-    with its public ``err_no`` and its kind under the key ``error_type``."""
+    with its public ``err_no`` and its kind under the key ``error_type``.
+
+    With ``finish`` (thread ops), a request whose job its model's lane has not run yet arrives
+    here as the job itself (``{"job": [job]}``): this op runs in the request's own thread (gRPC or
+    HTTP), so waiting here for the job holds no op thread and a slow model stalls no other."""
+
+    def __init__(self, input_ops, finish: Callable[[Any], str] | None = None):
+        super().__init__(input_ops=input_ops)
+        self._finish = finish
 
     def pack_response_package(self, channeldata):
+        job = self._pending_job(channeldata)
+        if job is not None:
+            return self._finished(job)
         response = super().pack_response_package(channeldata)
         cls = from_product_code(response.err_no)
         if cls is not None:
             response.err_no = cls.err_no
             response.key.append(ERROR_TYPE_KEY)
             response.value.append(cls.kind)
+        return response
+
+    def _pending_job(self, channeldata) -> Any:
+        if self._finish is None or channeldata.error_code != 0:
+            return None
+        data = channeldata.dictdata if channeldata.dictdata is not None else channeldata.npdata
+        return data["job"][0] if isinstance(data, dict) and "job" in data else None
+
+    def _finished(self, job):
+        response = pipeline_service_pb2.Response()
+        try:
+            result = self._finish(job)
+        except IEError as e:  # answered as the product-code path would answer it
+            response.err_no = e.err_no
+            response.err_msg = e.message
+            response.key.append(ERROR_TYPE_KEY)
+            response.value.append(from_product_code(product_code(e)).kind)
+            return response
+        response.key.append(RESULT_KEY)
+        response.value.append(result)
         return response
 
 
