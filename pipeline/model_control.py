@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import ModelSettings
-from pipeline.errors import ConfigError, IEError, ModelControlError, UnknownModel
+from pipeline.errors import IEError, ModelControlError, UnknownModel
 from pipeline.health import warmup_request
 from pipeline.metrics import forget_model
 from pipeline.model_card import CARD_NAME
@@ -91,7 +91,8 @@ class ModelControl:
         self._on_loaded = on_loaded
         self._on_unloaded = on_unloaded
         self._lock = threading.Lock()  # one load or unload at a time
-        self._known: dict[str, ModelSettings] = dict(service.settings.models)
+        self._configured: dict[str, ModelSettings] = dict(service.settings.models)
+        self._known: dict[str, ModelSettings] = dict(self._configured)  # + names loaded from a dir
         self._reasons: dict[str, str] = {}
 
     def index(self) -> list[dict[str, str]]:
@@ -107,13 +108,15 @@ class ModelControl:
         return [r.as_dict() for r in rows]
 
     def load(self, name: str, raw_dir: Any = None) -> LoadedModel:
-        """Serve ``name`` from its configured dir, or from ``raw_dir`` (checked); a served model
-        of that name is swapped for the new one once the new one answered its warm-up."""
+        """Serve ``name`` from its configured dir (``ie.models``; a name first loaded from a dir:
+        that dir), or from ``raw_dir`` (checked); a served model of that name is swapped for the
+        new one once the new one answered its warm-up."""
         with self._lock:
             settings = self._settings_for(name, raw_dir)
             model = self._start(name, settings)
             old = self.service.registry.put(model)
-            self._known[name] = settings
+            if name not in self._configured:  # a load without a dir reads a configured model's own
+                self._known[name] = settings
             self._reasons.pop(name, None)
         self.service.metrics.model_loads.labels(name, "load", "ok").inc()
         logger.info(
@@ -156,15 +159,24 @@ class ModelControl:
         return (known or ModelSettings(dir=path)).model_copy(update={"dir": path, "task": None})
 
     def _start(self, name: str, settings: ModelSettings) -> LoadedModel:
-        """The new model loaded and warmed up, not yet served; ModelControlError if it fails."""
+        """The new model loaded and warmed up, not yet served; ModelControlError if it fails.
+
+        The card's and the vocab's errors are ours and say what is wrong; an engine's own error
+        text (ONNX Runtime, Paddle) goes to the log only."""
         model = None
         try:
             served = load_served_model(name, settings, self.service.settings)
             model = self.service.loaded_model(served)
-            self.service.start_model(model)
+            try:
+                self.service.start_model(model)
+            except Exception as e:
+                logger.error("model control: the engine of %s could not load %s: %s", name, settings.dir, e)
+                raise ModelControlError(
+                    "its engine could not load the model files (see the server log)"
+                ) from e
             self._warm_up(model)
         except IEError as e:
-            self._failed(name, model, e.message if isinstance(e, ConfigError | ModelControlError) else None)
+            self._failed(name, model, e.message)
             raise ModelControlError(
                 f"cannot load model {name!r}: {e.message}; the served one keeps serving"
             ) from e

@@ -91,6 +91,10 @@ def load_dir(body: bytes, max_depth: int) -> Any:
         return None
     if not isinstance(params, dict):
         raise KServeError(400, "'parameters' must be an object")
+    if any(isinstance(key, str) and key.startswith("file:") for key in params):
+        raise KServeError(
+            400, "this server takes no model files in a load request; give the 'dir' of a bridge-built model"
+        )
     if "dir" in params:
         return params["dir"]
     if isinstance(params.get("config"), str):
