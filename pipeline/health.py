@@ -110,8 +110,9 @@ class WarmUp:
     def _run(self) -> None:
         pending = [m for m in self._readiness.models if not self._readiness.model_ready(m)]
         while pending and not self._stop.is_set():
+            pending = [m for m in pending if m in self._readiness.models]  # not waited for once unloaded
             for task in list(pending):
-                if self._try(task):
+                if self._readiness.model_ready(task) or self._try(task):
                     self._readiness.mark_ready(task)
                     if self._on_ready is not None:
                         self._on_ready(task)

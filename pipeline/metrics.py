@@ -69,14 +69,14 @@ class IEMetrics:
         )
         self.queue_time = Histogram(
             "ie_queue_seconds",
-            "From job creation (tokenize op) to the start of the model op's process() call.",
+            "From job creation (tokenize op) to the start of its model's lane batch.",
             ["task"],
             buckets=SECONDS_BUCKETS,
             registry=r,
         )
         self.model_time = Histogram(
             "ie_model_execution_seconds",
-            "Engine time of one task's jobs in one model op process() call.",
+            "Engine time of one lane batch (one model's jobs).",
             ["task"],
             buckets=SECONDS_BUCKETS,
             registry=r,
@@ -86,7 +86,7 @@ class IEMetrics:
         )
         self.batch_requests = Histogram(
             "ie_batch_requests",
-            "Requests of one task merged into one model op process() call.",
+            "Requests of one model in one lane batch.",
             ["task"],
             buckets=COUNT_BUCKETS,
             registry=r,
