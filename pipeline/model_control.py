@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import ModelSettings
+from pipeline.config import MODEL_NAME, MODEL_NAME_RULE, ModelSettings
 from pipeline.errors import IEError, ModelControlError, UnknownModel
 from pipeline.health import warmup_request
 from pipeline.metrics import forget_model
@@ -148,6 +148,8 @@ class ModelControl:
             self._on_unloaded(name)
 
     def _settings_for(self, name: str, raw_dir: Any) -> ModelSettings:
+        if not MODEL_NAME.match(name):
+            raise ModelControlError(f"model name {name!r} is not allowed: use {MODEL_NAME_RULE}")
         known = self._known.get(name)
         if raw_dir is None:
             if known is None:

@@ -377,17 +377,24 @@ def test_failed_loads_say_why_and_leave_the_old_model_serving(server, kclient, t
     assert traffic.errors == [] and all(same(a, expected["uie"]) for _, a in traffic.answers)
     status, got = post(f"{base}/nope/load")
     assert status == 404 and "not configured" in got["error"]
+    status, got = post(f"{base}/{'x' * 70}/load", {"parameters": {"dir": str(SEED1)}})
+    assert status == 400 and "is not allowed" in got["error"]
     status, got = post(f"{base}/nope/unload")
     assert status == 404
     assert get(f"{base}/uie/load")[0] == 405
 
 
 def test_unload_and_load_back_under_traffic(server, kclient, texts, expected):
-    with Traffic(server, texts, models=("uie",)) as traffic:
+    with Traffic(server, texts, models=("uie", "uie_seed1"), n=4) as traffic:
         time.sleep(0.5)
         kclient.unload_model("uie_seed1")
         time.sleep(0.5)
-    assert traffic.errors == []
+    # requests to the unloaded model that came after it are refused as unknown; none fails otherwise
+    assert traffic.errors and all(
+        e.startswith("uie_seed1: ") and "unknown model" in e for e in traffic.errors
+    )
+    assert all(same(a, expected[name]) for name, a in traffic.answers)
+    assert {name for name, _ in traffic.answers} == {"uie", "uie_seed1"}
     index = {row["name"]: row for row in kclient.get_model_repository_index()}
     assert index["uie_seed1"]["state"] == "UNAVAILABLE" and index["uie"]["state"] == "READY"
     with pytest.raises(ServiceError, match="unknown model 'uie_seed1'"):
