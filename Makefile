@@ -12,7 +12,6 @@ setup-dev:
 # Demo data -> tiny UIE and SPO models -> the conversion bridge -> serving_model/ (idempotent).
 models:
 	$(PY) -m conversion.bridge build
-	$(MAKE) models-seed1
 
 # A second demo UIE (same data and encoder start, training seed 1) beside the first, for the
 # many-models tests (tests/service/test_many_models.py): about 2 minutes on 2 cores, once.
@@ -26,7 +25,7 @@ models-seed1:
 serve: setup models
 	$(PY) web_service.py --config config.yml
 
-test: setup-dev models
+test: setup-dev models models-seed1
 	$(PY) -m pytest -q
 
 # The tests that need no demo models and no live server (about 30 s once set up).
