@@ -8,7 +8,7 @@ import math
 import os
 import platform
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -254,17 +254,22 @@ def _fmt_load(load: Any) -> str:
     return "/".join(f"{x:.2f}" for x in load) if load else "-"
 
 
+def _leaf_samples(collapsed: str) -> Iterator[tuple[str, int]]:
+    """``(leaf frame, samples)`` of each stack line in py-spy's raw (collapsed) output."""
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            yield stack.split(";")[-1], int(count)
+
+
 def top_frames(collapsed: str, n: int = 15) -> list[tuple[str, float]]:
     """The ``n`` functions with the most self samples in py-spy's raw (collapsed) output, as
     (frame, share of all samples)."""
     counts: dict[str, int] = defaultdict(int)
     total = 0
-    for line in collapsed.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        total += int(count)
-        counts[stack.split(";")[-1]] += int(count)
+    for leaf, count in _leaf_samples(collapsed):
+        total += count
+        counts[leaf] += count
     ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:n]
     return [(frame, c / total) for frame, c in ranked] if total else []
 
@@ -286,14 +291,10 @@ def profile_shares(collapsed: str) -> dict[str, float]:
     sample's leaf frame; ``other`` for the rest)."""
     counts: dict[str, int] = defaultdict(int)
     total = 0
-    for line in collapsed.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        leaf = stack.split(";")[-1]
+    for leaf, count in _leaf_samples(collapsed):
         part = next((name for name, files in PROFILE_PARTS if any(f in leaf for f in files)), "other")
-        counts[part] += int(count)
-        total += int(count)
+        counts[part] += count
+        total += count
     return {part: counts[part] / total for part in [*(p for p, _ in PROFILE_PARTS), "other"]} if total else {}
 
 
