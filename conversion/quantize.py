@@ -104,19 +104,19 @@ def quantize_weights(src: Path, dst: Path, spec: Int8Spec) -> None:
 def check_fp32_graph(reference: Path, rewritten: Path, cases: Sequence[Feeds], conv: ConversionSpec) -> float:
     """Max abs diff of the rewritten FP32 graph against ``reference`` on ``cases``; raise
     :class:`QuantizationError` above ``conv.atol`` (cleaning and fusion must not change results)."""
-    from conversion.parity import max_abs_diff, onnx_engine
+    from conversion.parity import ParityCheckError, compare, onnx_engine
 
     run_a, run_b = onnx_engine(reference), onnx_engine(rewritten)
-    worst = 0.0
-    for feeds in cases:
-        out_a, out_b = run_a(dict(feeds)), run_b(dict(feeds))
-        for name in conv.outputs:
-            worst = max(worst, max_abs_diff(out_a[name], out_b[name], conv.masked_below))
-    if not worst <= conv.atol:
+    try:
+        result = compare(conv, "onnx", "onnx rewritten", run_a, run_b, cases)
+    except ParityCheckError as e:  # a missing output or another shape
+        raise QuantizationError(f"{rewritten} does not answer like {reference}: {e}") from e
+    if not result.max_abs_diff <= conv.atol:
         raise QuantizationError(
-            f"{rewritten} differs from {reference} by {worst:.3g} (atol {conv.atol}) before quantizing"
+            f"{rewritten} differs from {reference} by {result.max_abs_diff:.3g} (atol {conv.atol}) "
+            "before quantizing"
         )
-    return worst
+    return result.max_abs_diff
 
 
 def quantize_model(
