@@ -14,10 +14,8 @@ from client.bench.local_server import SERVING_MODEL, run_server
 from conversion import demo_data
 from conversion.accuracy import agreement_f1
 from conversion.metrics import spo_predicted_facts, uie_predicted_facts
-from conversion.parity import spo_decoder, uie_decoder
-from pipeline.backends import create_backend
 from pipeline.model_card import load_model_card
-from pipeline.tokenizer import IETokenizer
+from tests.service.offline import held_out_texts, offline_answers
 
 pytestmark = [
     pytest.mark.slow,
@@ -30,8 +28,7 @@ SCHEMA = demo_data.uie_schema()
 
 @pytest.fixture(scope="module")
 def texts() -> list[str]:
-    _, test = demo_data.generate(0)
-    return [r["text"] for r in test[:N_TEXTS]]
+    return held_out_texts(N_TEXTS)
 
 
 @pytest.fixture(scope="module")
@@ -40,23 +37,6 @@ def server(tmp_path_factory):
     models = {"uie": {"precision": "int8"}, "spo": {"precision": "int8"}}
     with run_server(tmp_path_factory.mktemp("int8"), backend="auto", models=models) as srv:
         yield srv
-
-
-def _offline(task: str, texts: list[str], precision: str) -> list[dict]:
-    """The service's jobs over the served model's ONNX file at ``precision``, without a server."""
-    model_dir = SERVING_MODEL / task
-    card = load_model_card(model_dir)
-    tokenizer = IETokenizer.from_file(model_dir / card.vocab, card.tokenizer.settings)
-    if task == "uie":
-        reading = {"split_sentence": card.reading.split_sentence}
-        decode = uie_decoder(texts, SCHEMA, tokenizer, card.max_seq_len, **reading)
-    else:
-        decode = spo_decoder(texts, tokenizer, card.predicate_names, card.max_seq_len)
-    engine = create_backend("onnx", model_dir, card, threads=2, precision=precision)
-    try:
-        return decode(engine.infer)
-    finally:
-        engine.close()
 
 
 FACTS = {"uie": uie_predicted_facts, "spo": spo_predicted_facts}
@@ -70,9 +50,9 @@ def test_int8_answers_are_the_int8_files_and_agree_with_fp32(server, texts, task
     facts = FACTS[task]
     served_facts = [facts(r) for r in served]
     assert served_facts == [facts(r) for r in over_http]
-    assert served_facts == [facts(r) for r in _offline(task, texts, "int8")]
+    assert served_facts == [facts(r) for r in offline_answers(SERVING_MODEL / task, texts, schema, "int8")]
     assert sum(map(len, served_facts)) > N_TEXTS, "too few facts for the comparison to mean anything"
-    fp32 = [facts(r) for r in _offline(task, texts, "fp32")]
+    fp32 = [facts(r) for r in offline_answers(SERVING_MODEL / task, texts, schema)]
     card = load_model_card(SERVING_MODEL / task)
     assert agreement_f1(fp32, served_facts) >= 0.95
     assert card.int8 is not None and card.int8.accuracy["agreement_f1"] >= 0.95

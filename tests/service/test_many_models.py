@@ -25,10 +25,7 @@ from client import http_client, rpc_client
 from client.bench.local_server import SERVING_MODEL, run_server
 from client.request import ServiceError, results_close
 from conversion import demo_data
-from conversion.parity import uie_decoder
-from pipeline.backends import create_backend
-from pipeline.model_card import load_model_card
-from pipeline.tokenizer import IETokenizer
+from tests.service.offline import held_out_texts, offline_answers
 
 SEED1 = SERVING_MODEL / "seed1" / "uie"  # `make models`: the demo UIE trained with seed 1
 
@@ -46,8 +43,7 @@ UIE_MODELS = ("uie", "uie_seed1")
 
 @pytest.fixture(scope="module")
 def texts() -> list[str]:
-    _, test = demo_data.generate(0)
-    return [r["text"] for r in test[:N_TEXTS]]
+    return held_out_texts(N_TEXTS)
 
 
 @pytest.fixture(scope="module")
@@ -70,23 +66,12 @@ def kclient(server):
     return triton.InferenceServerClient(f"127.0.0.1:{server.kserve_port}")
 
 
-def offline_uie(model_dir: Path, texts: list[str]) -> list[dict]:
-    """The service's UIE job over ``model_dir``'s ONNX file, without a server."""
-    card = load_model_card(model_dir)
-    tokenizer = IETokenizer.from_file(model_dir / card.vocab, card.tokenizer.settings)
-    decode = uie_decoder(
-        texts, SCHEMA, tokenizer, card.max_seq_len, split_sentence=card.reading.split_sentence
-    )
-    engine = create_backend("onnx", model_dir, card, threads=1)
-    try:
-        return decode(engine.infer)
-    finally:
-        engine.close()
-
-
 @pytest.fixture(scope="module")
 def expected(texts) -> dict[str, list[dict]]:
-    return {"uie": offline_uie(SERVING_MODEL / "uie", texts), "uie_seed1": offline_uie(SEED1, texts)}
+    return {
+        "uie": offline_answers(SERVING_MODEL / "uie", texts, SCHEMA, threads=1),
+        "uie_seed1": offline_answers(SEED1, texts, SCHEMA, threads=1),
+    }
 
 
 def kserve_infer(client, name: str, texts: list[str], schema=None, version: str = "") -> list[dict]:
