@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.backends import Backend
+from pipeline.backends import Backend, engine_label
 from pipeline.errors import UnknownModel
 from pipeline.job_factory import resolve_model
 from pipeline.lanes import ModelLane
@@ -44,8 +44,7 @@ class LoadedModel:
     @property
     def engine_label(self) -> str:
         """Engine and precision as logs and metrics show them (``onnx``, ``onnx-int8``)."""
-        precision = self.served.settings.precision
-        return self.engine_kind if precision == "fp32" else f"{self.engine_kind}-{precision}"
+        return engine_label(self.engine_kind, self.served.settings.precision)
 
     def acquire(self) -> None:
         with self._lock:

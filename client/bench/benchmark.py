@@ -72,8 +72,10 @@ PROFILED_CONCURRENCIES = (1, 8, 32)  # --profile: py-spy the service at these
 def engines(plan: Plan, kinds: tuple[str, ...]) -> list[str]:
     """The engine labels (``paddle``, ``onnx``, ``onnx-int8``) of ``kinds`` at ``plan.precisions``;
     Paddle serves FP32 only."""
+    from pipeline.backends import engine_label
+
     return [
-        kind if precision == "fp32" else f"{kind}-{precision}"
+        engine_label(kind, precision)
         for kind in kinds
         for precision in plan.precisions
         if precision == "fp32" or kind == "onnx"

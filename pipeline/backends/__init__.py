@@ -12,7 +12,12 @@ from pipeline.model_card import ModelCard
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Backend", "create_backend", "paddle_available", "resolve_backend"]
+__all__ = ["Backend", "create_backend", "engine_label", "paddle_available", "resolve_backend"]
+
+
+def engine_label(kind: str, precision: str) -> str:
+    """How logs, metrics and the benchmark name an engine: ``onnx``, ``paddle``, ``onnx-int8``."""
+    return kind if precision == "fp32" else f"{kind}-{precision}"
 
 
 def paddle_available() -> bool:
