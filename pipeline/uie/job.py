@@ -150,6 +150,7 @@ class UIEJob:
             if text.strip()
         ]
         self._rows: list[Encoded] | None = None
+        self._handed_out = False  # next_rows gave the current stage's rows: consume may follow
         self._meta: list[_RowMeta] = []
         self._prompts: dict[str, Pieces] = {}
         self._texts: dict[int, TextPieces] = {}
@@ -157,6 +158,10 @@ class UIEJob:
         live = sorted({q.text_idx for q in self._queries})
         encoded = tokenizer.encode_batch([self.texts[i] for i in live], max_len=_NO_LIMIT)
         self._texts = {i: TextPieces(row) for i, row in zip(live, encoded, strict=True)}
+        if self._queries:
+            # The first stage's rows are built here, where the job is made (the tokenize op), so
+            # that the engine's lane only builds the later stages, which need the earlier answers.
+            self._prepare()
 
     @property
     def done(self) -> bool:
@@ -238,16 +243,17 @@ class UIEJob:
             return []
         if self._rows is None:
             self._prepare()
-            if not self._rows:  # every prompt of this stage was skipped
-                self._finish_stage({})
-                return self.next_rows()
+        if not self._rows:  # every prompt of this stage was skipped
+            self._finish_stage({})
+            return self.next_rows()
+        self._handed_out = True
         return list(self._rows)
 
     # -- reading model outputs ---------------------------------------------------------------
 
     def consume(self, start_prob: Sequence[np.ndarray], end_prob: Sequence[np.ndarray]) -> None:
         """Decode the model outputs for the rows of the last :meth:`next_rows` and advance a stage."""
-        if self._rows is None:
+        if self._rows is None or not self._handed_out:
             raise RuntimeError("consume() called without pending rows; call next_rows() first")
         if len(start_prob) != len(self._rows) or len(end_prob) != len(self._rows):
             raise ValueError(
@@ -293,7 +299,7 @@ class UIEJob:
                     prompt = child_prompt(item.text, child, self.schema_lang)
                     next_queries.append(_Query(q.text_idx, child, prompt, item))
         self._queries = next_queries
-        self._rows, self._meta = None, []
+        self._rows, self._meta, self._handed_out = None, [], False
         for pieces in self._texts.values():
             pieces.clear()
 
