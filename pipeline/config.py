@@ -87,6 +87,11 @@ class IESettings(_Strict):
     backend: Literal["auto", "paddle", "onnx"] = "auto"
     intra_op_threads: int = Field(default=2, ge=1, le=256)
     use_onednn: bool = False
+    onnx_spin_wait: bool = Field(
+        default=False,
+        description="ONNX Runtime's engine threads spin after each call, waiting for the next; off "
+        "leaves those cores to the serving threads between calls",
+    )
     max_batch_rows: int = Field(default=16, ge=1, le=1024, description="rows per engine call")
     batching: Literal["adaptive", "timeout"] = Field(
         default="adaptive",

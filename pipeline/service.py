@@ -117,7 +117,13 @@ class IEService:
         m, ie = model.served, self.settings
         before = rss_bytes()
         engine = create_backend(
-            model.engine_kind, m.dir, m.card, ie.threads_of(m.settings), ie.use_onednn, m.settings.precision
+            model.engine_kind,
+            m.dir,
+            m.card,
+            ie.threads_of(m.settings),
+            ie.use_onednn,
+            m.settings.precision,
+            spin_wait=ie.onnx_spin_wait,
         )
         model.rss_bytes = max(rss_bytes() - before, 0)
         model.engine, model.pid = engine, os.getpid()

@@ -45,9 +45,11 @@ def create_backend(
     threads: int = 2,
     use_onednn: bool = False,
     precision: str = "fp32",
+    spin_wait: bool = True,
 ) -> Backend:
     """Create and load the backend ``kind`` (already resolved: ``paddle`` or ``onnx``) at
-    ``precision`` (``int8``: ONNX Runtime only; Paddle serves the FP32 model)."""
+    ``precision`` (``int8``: ONNX Runtime only; Paddle serves the FP32 model). ``spin_wait``:
+    ONNX Runtime's intra-op threads spin between calls (its default)."""
     if precision not in ("fp32", "int8"):
         raise ConfigError(f"unknown precision {precision!r}; use fp32 or int8")
     if kind == "paddle" and precision != "fp32":
@@ -59,7 +61,7 @@ def create_backend(
     elif kind == "onnx":
         from pipeline.backends.onnx_backend import OnnxBackend
 
-        backend = OnnxBackend(threads=threads, precision=precision)
+        backend = OnnxBackend(threads=threads, precision=precision, spin_wait=spin_wait)
     else:
         raise ConfigError(f"unknown backend {kind!r}")
     backend.load(model_dir, card)

@@ -123,3 +123,26 @@ def test_int8_of_a_card_without_an_int8_file_says_how_to_build_it(tmp_path):
     (model_dir / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
     with pytest.raises(ModelLoadError, match="names no INT8 model: build it with"):
         create_backend("onnx", model_dir, load_model_card(model_dir), precision="int8")
+
+
+def test_served_onnx_engines_do_not_spin_unless_asked():
+    """``ie.onnx_spin_wait`` (off by default) reaches every served ONNX Runtime session; the
+    bridge and the benchmark's raw engine keep ONNX Runtime's default (spinning)."""
+    from pipeline.config import IESettings
+    from pipeline.service import IEService
+
+    spin = "session.intra_op.allow_spinning"
+    models = {name: {"dir": str(SERVING_MODEL / name)} for name in ("uie", "spo")}
+    for asked, expected in ((None, "0"), (True, "1")):
+        extra = {} if asked is None else {"onnx_spin_wait": asked}
+        settings = IESettings.model_validate({"backend": "onnx", "models": models, **extra})
+        service = IEService(settings, "onnx")
+        service.start_engines()
+        engines = {name: m.engine for name, m in service.registry.snapshot().items()}
+        assert sorted(engines) == ["spo", "uie"]
+        assert {e.session_option(spin) for e in engines.values()} == {expected}
+        service.registry.each(lambda m: m.stop_engine())
+    model_dir = SERVING_MODEL / "uie"
+    default = create_backend("onnx", model_dir, load_model_card(model_dir), threads=1)
+    assert default.session_option(spin) == "1"
+    default.close()
