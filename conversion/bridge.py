@@ -547,7 +547,8 @@ def _ensure_demo(
         if train_uie and not (uie_ckpt / "model_state.pdparams").is_file():
             from conversion.train_uie import train_uie
 
-            # the demo SPO encoder (same data, same vocab) is the demo UIE's starting point
+            # the demo SPO encoder (same data, same vocab) is the demo UIE's starting point; both
+            # train a fixed number of steps, so the demo models are the same on any machine
             logger.info("training the demo UIE model into %s", uie_ckpt)
             train_uie(data, uie_ckpt, seed=seed, init_encoder=demo_spo, threads=2)
     return uie_ckpt, spo_ckpt

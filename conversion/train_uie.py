@@ -202,8 +202,8 @@ def train_uie(
     data_dir: Path,
     out_dir: Path,
     seed: int = 0,
-    max_seconds: float = 180,
-    target_f1: float = 0.95,
+    max_seconds: float | None = None,
+    target_f1: float | None = None,
     *,
     max_len: int = 100,
     batch_size: int = 32,
@@ -224,7 +224,7 @@ def train_uie(
     split_sentence: bool = True,
     init_encoder: Path | None = None,
     match_head: float = 5.0,
-    max_steps: int | None = None,
+    max_steps: int | None = 3000,
     train_limit: int | None = None,
     test_limit: int | None = None,
 ) -> dict:
@@ -232,8 +232,11 @@ def train_uie(
 
     Training runs on :class:`TorchUIE` with ``threads`` intra-op threads (one is fastest on a
     busy 2-core machine), which also reads the dev split every ``eval_every`` steps. Training
-    stops at the first dev F1 >= ``target_f1``, or when ``max_seconds`` (wall time from the
-    start, the final eval included as estimated) or ``max_steps`` run out. Then the Paddle
+    stops after ``max_steps`` (by default only then, and the learning rate decays by steps: the
+    model is a function of the data and the seed, however fast or busy the machine), or earlier
+    where asked: at the first dev F1 >= ``target_f1``, or when ``max_seconds`` (wall time from
+    the start, the final eval included as estimated; the learning rate then decays by time
+    too) run out. Then the Paddle
     :class:`UIE` the weights are copied into reads the test split, and is saved. Returns the test
     split's ``{"f1", "precision", "recall", "seconds", "steps"}`` (also written to
     ``metrics.json`` with the last dev figures and ``max_seq_len``, the length it was evaluated
@@ -244,6 +247,8 @@ def train_uie(
     read instead as rows cut like the service's windows over a long text
     (:func:`conversion.window_records.window_records`).
     """
+    if max_steps is None and max_seconds is None and target_f1 is None:
+        raise ValueError("train_uie needs max_steps, max_seconds or target_f1 to stop")
     t0 = time.monotonic()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     random.seed(seed)
@@ -320,8 +325,10 @@ def train_uie(
             for batch in _batches(rows, batch_size, rng):
                 model.train()
                 # linear warmup, then linear decay to 2% at the time budget (minus the final eval)
-                horizon = max(1.0, max_seconds - final_eval_seconds - (t_train - t0))
-                left = 1.0 - (time.monotonic() - t_train) / horizon
+                left = 1.0
+                if max_seconds is not None:
+                    horizon = max(1.0, max_seconds - final_eval_seconds - (t_train - t0))
+                    left = 1.0 - (time.monotonic() - t_train) / horizon
                 if max_steps is not None:
                     left = min(left, 1.0 - step / max_steps)
                 for group in opt.param_groups:
@@ -334,7 +341,9 @@ def train_uie(
                 step += 1
                 losses.append(loss.item())
                 bar.update(1)
-                out_of_time = time.monotonic() - t0 + final_eval_seconds >= max_seconds
+                out_of_time = (
+                    max_seconds is not None and time.monotonic() - t0 + final_eval_seconds >= max_seconds
+                )
                 done = out_of_time or (max_steps is not None and step >= max_steps)
                 if done:
                     break
@@ -355,7 +364,7 @@ def train_uie(
                         time.monotonic() - t0,
                     )
                     bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", dev_f1=f"{dev_metrics['f1']:.3f}")
-                    if dev_metrics["f1"] >= target_f1:
+                    if target_f1 is not None and dev_metrics["f1"] >= target_f1:
                         done = True
                         break
         bar.close()
@@ -422,8 +431,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-seconds", type=float, default=180)
-    ap.add_argument("--target-f1", type=float, default=0.95)
+    ap.add_argument("--max-steps", type=int, default=3000)
+    ap.add_argument("--max-seconds", type=float, default=None, help="also stop at this wall time")
+    ap.add_argument("--target-f1", type=float, default=None, help="also stop at this dev F1")
     ap.add_argument("--init-encoder", type=Path, help="an SPO/BERT checkpoint dir to start the encoder from")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -436,6 +446,7 @@ def main() -> None:
         args.target_f1,
         init_encoder=args.init_encoder,
         threads=args.threads,
+        max_steps=args.max_steps,
     )
     print(json.dumps(result))
 
