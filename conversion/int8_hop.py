@@ -89,6 +89,7 @@ def run_int8_hop(
             "method": "onnxruntime dynamic quantization",
             "weight_type": spec.int8.weight_type,
             "per_channel": spec.int8.per_channel,
+            "reduce_range": spec.int8.reduce_range,
             **report.as_dict(),
         }
     else:

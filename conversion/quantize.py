@@ -95,7 +95,13 @@ def quantize_weights(src: Path, dst: Path, spec: Int8Spec) -> None:
     except KeyError:
         raise QuantizationError(f"unknown weight type {spec.weight_type!r}; use QInt8 or QUInt8") from None
     try:
-        quantize_dynamic(str(src), str(dst), weight_type=weight_type, per_channel=spec.per_channel)
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            weight_type=weight_type,
+            per_channel=spec.per_channel,
+            reduce_range=spec.reduce_range,
+        )
     except Exception as e:
         raise QuantizationError(f"quantizing {src} failed: {e}") from e
     _check_loads(dst, "quantized")
