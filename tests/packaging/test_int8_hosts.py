@@ -14,6 +14,7 @@ import pytest
 
 from client.bench.local_server import SERVING_MODEL
 from conversion.demo_data import generate
+from pipeline.runner import build_feed
 from pipeline.tokenizer import IETokenizer
 
 pytestmark = [
@@ -49,20 +50,7 @@ def _feeds(model: str, names: list[str]) -> dict[str, np.ndarray]:
     _, test = generate(seed=0)
     texts = [r["text"] for r in test[:4]]
     prompts = ["人物"] * len(texts) if model == "uie" else None
-    rows = tokenizer.encode_batch(texts, prompts, max_len=64)
-    width = max(len(r) for r in rows)
-    ids = np.zeros((len(rows), width), np.int64)
-    types = np.zeros_like(ids)
-    mask = np.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)], types[i, : len(r)], mask[i, : len(r)] = r.input_ids, r.token_type_ids, 1
-    by_name = {
-        "input_ids": ids,
-        "token_type_ids": types,
-        "attention_mask": mask,
-        "position_ids": np.tile(np.arange(width, dtype=np.int64), (len(rows), 1)),
-    }
-    return {name: by_name[name] for name in names}
+    return build_feed(tokenizer.encode_batch(texts, prompts, max_len=64), names)
 
 
 def _run(prefix: list[str], model_file, feeds_file, out_file) -> dict[str, np.ndarray]:
