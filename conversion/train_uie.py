@@ -324,7 +324,8 @@ def train_uie(
         while not done:
             for batch in _batches(rows, batch_size, rng):
                 model.train()
-                # linear warmup, then linear decay to 2% at the time budget (minus the final eval)
+                # linear warmup, then linear decay to 2% at max_steps, or at the time budget (minus
+                # the final eval) where one is given and comes first
                 left = 1.0
                 if max_seconds is not None:
                     horizon = max(1.0, max_seconds - final_eval_seconds - (t_train - t0))
