@@ -2,7 +2,7 @@
 
 A row's outputs are ``entity`` [2, L, L] (subject, object spans), ``so_head`` [P, L, L]
 (subject head x object head) and ``so_tail`` [P, L, L] (subject tail x object tail) logits.
-Only the positive cells are extracted (without copying the dense tensors), then subjects and
+Only the positive cells are extracted (one pass over each dense tensor, no copies), then subjects and
 objects are paired through predicates found in both the head and the tail maps.
 """
 
@@ -42,20 +42,28 @@ MAX_SPANS = 256  # subject or object candidates kept per row (the highest logits
 MAX_LINKS = 4096  # head or tail cells kept per row
 
 
-def _positive(view: np.ndarray, offset: int, threshold: float, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """(indices [n, ndim] shifted by ``offset`` on the last two axes, logits [n]) of cells > threshold.
+def _positive(
+    maps: np.ndarray, start: int, end: int, threshold: float, limit: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(indices [n, ndim], logits [n]) of the cells > threshold whose last two indices are both
+    in ``[start, end)``, in C order.
 
+    One pass over the whole tensor (a flat compare and ``flatnonzero`` are several times faster
+    than ``nonzero`` on a strided slice); the few hits are then filtered to the text tokens.
     At most ``limit`` cells, the highest: a badly trained model can mark most cells positive, and
     pairing them all would take quadratic time and memory.
     """
-    idx = np.nonzero(view > threshold)
-    scores = view[idx].astype(np.float64)
-    cols = np.stack(idx, axis=1).astype(np.int64) if idx[0].size else np.zeros((0, view.ndim), np.int64)
+    flat = maps.reshape(-1)
+    hits = np.flatnonzero(flat > threshold)
+    idx = np.unravel_index(hits, maps.shape)
+    keep = (idx[-2] >= start) & (idx[-2] < end) & (idx[-1] >= start) & (idx[-1] < end)
+    hits = hits[keep]
+    cols = np.stack([axis[keep] for axis in idx], axis=1).astype(np.int64, copy=False)
+    scores = flat[hits].astype(np.float64)
     if scores.size > limit:
         logger.warning("%d positive cells in one row; keeping the %d highest", scores.size, limit)
-        keep = np.sort(np.argpartition(-scores, limit - 1)[:limit])
-        cols, scores = cols[keep], scores[keep]
-    cols[:, -2:] += offset
+        top = np.sort(np.argpartition(-scores, limit - 1)[:limit])
+        cols, scores = cols[top], scores[top]
     return cols, scores
 
 
@@ -69,10 +77,10 @@ def extract_cells(
 ) -> GPCells:
     """Positive cells of one row restricted to text tokens ``[text_start, text_end)``."""
     a, b = text_start, max(text_start, text_end)
-    subjects, subject_scores = _positive(entity[0, a:b, a:b], a, threshold, MAX_SPANS)
-    objects, object_scores = _positive(entity[1, a:b, a:b], a, threshold, MAX_SPANS)
-    heads, head_scores = _positive(so_head[:, a:b, a:b], a, threshold, MAX_LINKS)
-    tails, tail_scores = _positive(so_tail[:, a:b, a:b], a, threshold, MAX_LINKS)
+    subjects, subject_scores = _positive(entity[0], a, b, threshold, MAX_SPANS)
+    objects, object_scores = _positive(entity[1], a, b, threshold, MAX_SPANS)
+    heads, head_scores = _positive(so_head, a, b, threshold, MAX_LINKS)
+    tails, tail_scores = _positive(so_tail, a, b, threshold, MAX_LINKS)
     return GPCells(subjects, subject_scores, objects, object_scores, heads, head_scores, tails, tail_scores)
 
 
