@@ -42,9 +42,13 @@ class ModelLane:
         """Finish what is queued, then end the worker thread."""
         self._queue.put(_STOP)
 
+    def _next_job(self) -> RequestJob | None:
+        """Block until a job (or the stop mark) is queued; profiles name this wait."""
+        return self._queue.get()
+
     def _work(self) -> None:
         while True:
-            first = self._queue.get()
+            first = self._next_job()
             if first is _STOP:
                 return
             batch, stopping = [first], False

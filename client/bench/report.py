@@ -274,8 +274,20 @@ def top_frames(collapsed: str, n: int = 15) -> list[tuple[str, float]]:
     return [(frame, c / total) for frame, c in ranked] if total else []
 
 
-# Where a sample's leaf frame is, by its file (first match wins); see :func:`profile_shares`.
+# Leaf frames where a thread blocks for its next piece of work (py-spy without ``--idle`` still
+# samples a wait inside C code): a lane's queue, gRPC's completion queue, a pool's work queue,
+# a condition (Paddle Serving's channels, a job's ``done`` event). Matched by function and file.
+WAITS = (
+    "_next_job (pipeline/lanes.py",
+    "_serve (grpc/_server.py",
+    "_worker (concurrent/futures/thread.py",
+    "wait (threading.py",
+)
+
+# Where a sample's leaf frame is, by its file (first match wins) after :data:`WAITS`; see
+# :func:`profile_shares`.
 PROFILE_PARTS = (
+    ("waiting", WAITS),
     ("engine", ("onnxruntime/", "paddle/base/", "paddle/inference", "paddle_backend.py", "onnx_backend.py")),
     ("grpc", ("grpc/",)),
     ("logging", ("logging/",)),
@@ -288,7 +300,7 @@ PROFILE_PARTS = (
 
 def profile_shares(collapsed: str) -> dict[str, float]:
     """Share of py-spy's samples per part of the server (:data:`PROFILE_PARTS`, by the file of each
-    sample's leaf frame; ``other`` for the rest)."""
+    sample's leaf frame, blocking waits apart; ``other`` for the rest)."""
     counts: dict[str, int] = defaultdict(int)
     total = 0
     for leaf, count in _leaf_samples(collapsed):

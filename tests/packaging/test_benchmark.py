@@ -170,13 +170,17 @@ def test_profile_shares_sort_samples_by_the_file_of_their_leaf_frame():
     run = "run (onnxruntime/capi/onnxruntime_inference_collection.py:273)"
     collapsed = (
         f"thread;_serve (grpc/_server.py:10);{run} 6\n"  # the engine, called from gRPC's thread
-        "thread;_serve (grpc/_server.py:1317) 2\n"
+        "thread;_serve (grpc/_server.py:1317) 2\n"  # gRPC's loop waiting for a request
+        "thread;_serve (grpc/_server.py:1317);_on_call_completed (grpc/_server.py:1200) 1\n"
+        "thread;_work (pipeline/lanes.py:60);_next_job (pipeline/lanes.py:50) 3\n"
         "thread;finish (pipeline/service.py:142);emit (logging/__init__.py:1113) 1\n"
         "thread;decode (pipeline/spo_decode.py:51);_wrapfunc (numpy/core/fromnumeric.py:59) 1\n"
+        "thread;_work (pipeline/lanes.py:66) 1\n"  # the lane's own code, not its wait
     )
     shares = profile_shares(collapsed)
-    assert shares["engine"] == pytest.approx(0.6) and shares["grpc"] == pytest.approx(0.2)
-    assert shares["logging"] == pytest.approx(0.1) and shares["other"] == pytest.approx(0.1)
+    assert shares["engine"] == pytest.approx(6 / 15) and shares["waiting"] == pytest.approx(5 / 15)
+    assert shares["grpc"] == pytest.approx(1 / 15) and shares["logging"] == pytest.approx(1 / 15)
+    assert shares["ours"] == pytest.approx(1 / 15) and shares["other"] == pytest.approx(1 / 15)
     assert sum(shares.values()) == pytest.approx(1.0)
 
 
