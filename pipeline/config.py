@@ -89,8 +89,9 @@ class IESettings(_Strict):
     use_onednn: bool = False
     onnx_spin_wait: bool = Field(
         default=False,
-        description="ONNX Runtime's engine threads spin after each call, waiting for the next; off "
-        "leaves those cores to the serving threads between calls",
+        description="ONNX Runtime's engine threads keep spinning after each call, waiting for the "
+        "next; off, they stop when a call ends (they spin within a call either way), leaving those "
+        "cores to the serving threads between calls",
     )
     max_batch_rows: int = Field(default=16, ge=1, le=1024, description="rows per engine call")
     batching: Literal["adaptive", "timeout"] = Field(

@@ -49,7 +49,8 @@ def create_backend(
 ) -> Backend:
     """Create and load the backend ``kind`` (already resolved: ``paddle`` or ``onnx``) at
     ``precision`` (``int8``: ONNX Runtime only; Paddle serves the FP32 model). ``spin_wait``:
-    ONNX Runtime's intra-op threads spin between calls (its default)."""
+    ONNX Runtime's intra-op threads keep spinning after a call, waiting for the next (its
+    default); they spin within a call either way."""
     if precision not in ("fp32", "int8"):
         raise ConfigError(f"unknown precision {precision!r}; use fp32 or int8")
     if kind == "paddle" and precision != "fp32":

@@ -125,24 +125,26 @@ def test_int8_of_a_card_without_an_int8_file_says_how_to_build_it(tmp_path):
         create_backend("onnx", model_dir, load_model_card(model_dir), precision="int8")
 
 
-def test_served_onnx_engines_do_not_spin_unless_asked():
-    """``ie.onnx_spin_wait`` (off by default) reaches every served ONNX Runtime session; the
-    bridge and the benchmark's raw engine keep ONNX Runtime's default (spinning)."""
+def test_served_onnx_engines_stop_spinning_after_calls_unless_asked():
+    """``ie.onnx_spin_wait`` (off by default) reaches every served ONNX Runtime session: off, the
+    engine threads stop spinning when a call ends; they spin within a call either way. The bridge
+    and the benchmark's raw engine keep ONNX Runtime's default (spinning after calls too)."""
     from pipeline.config import IESettings
     from pipeline.service import IEService
 
-    spin = "session.intra_op.allow_spinning"
+    within, stop = "session.intra_op.allow_spinning", "session.force_spinning_stop"
     models = {name: {"dir": str(SERVING_MODEL / name)} for name in ("uie", "spo")}
-    for asked, expected in ((None, "0"), (True, "1")):
+    for asked, expected_stop in ((None, "1"), (True, "0")):
         extra = {} if asked is None else {"onnx_spin_wait": asked}
         settings = IESettings.model_validate({"backend": "onnx", "models": models, **extra})
         service = IEService(settings, "onnx")
         service.start_engines()
         engines = {name: m.engine for name, m in service.registry.snapshot().items()}
         assert sorted(engines) == ["spo", "uie"]
-        assert {e.session_option(spin) for e in engines.values()} == {expected}
+        assert {e.session_option(within) for e in engines.values()} == {"1"}
+        assert {e.session_option(stop) for e in engines.values()} == {expected_stop}
         service.registry.each(lambda m: m.stop_engine())
     model_dir = SERVING_MODEL / "uie"
     default = create_backend("onnx", model_dir, load_model_card(model_dir), threads=1)
-    assert default.session_option(spin) == "1"
+    assert (default.session_option(within), default.session_option(stop)) == ("1", "0")
     default.close()
