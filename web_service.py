@@ -38,6 +38,7 @@ from pipeline.paddle_serving.server_loop import run_until_signal
 from pipeline.pipeline_call import PipelineCall
 from pipeline.process_guard import guard_children
 from pipeline.service import IEService
+from pipeline.tokenizer import tokenize_in_calling_threads
 
 SERVICE_NAME = "ie"
 EXIT_WORKER_DIED = 3  # an op worker process died (process ops); a supervisor should restart us
@@ -229,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in (("backend", args.backend), ("http_gateway", args.http_gateway)) if v}
     configure_logging()
+    tokenize_in_calling_threads()
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: every stack to the log
     try:
         config = load_config(args.config, overrides)

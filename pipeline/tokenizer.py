@@ -32,12 +32,27 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from os import environ
 from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordPiece
 
 logger = logging.getLogger(__name__)
+
+PARALLELISM_ENV = "TOKENIZERS_PARALLELISM"
+
+
+def tokenize_in_calling_threads() -> None:
+    """Make HF ``tokenizers`` encode batches in the calling thread, without its own thread pool
+    (unless ``TOKENIZERS_PARALLELISM`` is already set).
+
+    For a server: its request threads already tokenize side by side, a request's batch is a few
+    texts, and the pool's threads spin after each batch on the cores the engine needs next.
+    Call it at the entry point, before the first batch; forked processes inherit it.
+    """
+    environ.setdefault(PARALLELISM_ENV, "false")
+
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
