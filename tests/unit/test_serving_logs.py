@@ -10,24 +10,63 @@ import pytest
 from client.bench.local_server import SERVING_MODEL, run_server
 
 
-def _record(name: str, level: int, msg: str) -> logging.LogRecord:
-    return logging.LogRecord(name, level, "operator.py", 1, msg, None, None)
+def test_quiet_logger_drops_per_request_lines_before_a_record_and_keeps_the_rest():
+    from pipeline.paddle_serving.logs import _QuietServingLogger
 
+    seen: list[logging.LogRecord] = []
 
-def test_filter_drops_per_request_lines_and_keeps_the_rest():
-    from pipeline.paddle_serving.logs import _DropServingRequestLines
+    class _Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
 
-    drop = _DropServingRequestLines()
-    name = "paddle_serving_server.pipeline.operator"
-    per_request = [
-        "(data_id=3 log_id=0) OP=tokenize skip process stage. with_serving=False, is_skip_process=True",
-        "prometheus inf count +1",
-        "(data_id=3 log_id=0) Succ predict",
-        "RequestOp unpack one request. log_id:0, clientip:  name:ie, method:prediction, time:1.0",
+    real = logging.getLogger("test_serving_logs.framework")
+    real.propagate = False
+    real.setLevel(logging.DEBUG)
+    real.addHandler(_Keep())
+    made = []
+    factory = logging.getLogRecordFactory()
+    logging.setLogRecordFactory(lambda *a, **k: made.append(1) or factory(*a, **k))
+    try:
+        quiet = _QuietServingLogger(real)
+        quiet.warning("(data_id=3 log_id=0) OP=tokenize skip process stage. with_serving=False")
+        quiet.info("prometheus inf count +1")
+        quiet.info("(data_id=3 log_id=0) Succ predict")
+        quiet.info("RequestOp unpack one request. log_id:0, clientip:  name:ie, method:prediction")
+        assert made == []  # dropped before any record was built
+        quiet.warning("Op(model) reset batch_size=1 (original: %d)", 16)
+        quiet.info("[DAG] Succ init")
+        quiet.error("(log_id=0) Failed to predict")
+        quiet.debug("a debug line")
+    finally:
+        logging.setLogRecordFactory(factory)
+    assert [r.getMessage() for r in seen] == [
+        "Op(model) reset batch_size=1 (original: 16)",
+        "[DAG] Succ init",
+        "(log_id=0) Failed to predict",
+        "a debug line",
     ]
-    assert not any(drop.filter(_record(name, logging.INFO, m)) for m in per_request)
-    kept = ["Op(model) reset batch_size=1 (original: 16)", "[DAG] Succ init", "(log_id=0) Failed to predict"]
-    assert all(drop.filter(_record(name, logging.WARNING, m)) for m in kept)
+    # records name the caller's line, not the stand-in's
+    assert {r.funcName for r in seen} == {
+        "test_quiet_logger_drops_per_request_lines_before_a_record_and_keeps_the_rest"
+    }
+
+
+def test_quiet_logs_replace_the_framework_loggers_once():
+    import importlib
+
+    from pipeline.paddle_serving import compat  # makes the framework importable
+    from pipeline.paddle_serving.logs import _QuietServingLogger, quiet_serving_request_logs
+
+    operator = importlib.import_module(compat.Op.__module__)  # paddle_serving_server's operator
+
+    original = operator._LOGGER
+    try:
+        quiet_serving_request_logs()
+        quiet_serving_request_logs()
+        assert isinstance(operator._LOGGER, _QuietServingLogger)
+        assert isinstance(operator._LOGGER.logger, logging.Logger)
+    finally:
+        operator._LOGGER = original
 
 
 @pytest.mark.slow
