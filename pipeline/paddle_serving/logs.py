@@ -5,8 +5,8 @@ line per request instead. Its start-up, warning and error lines stay. The framew
 switch for these, so they are recognised by their text. Its modules format every line before
 calling their logger, so the text is known at the call: :class:`_QuietServingLogger` stands in
 for each module's logger and drops a per-request line there, before the logging machinery builds
-a record for it (a filter on the logger ran only after that, about 4.5 us a line: 3% of the
-GIL's samples at concurrency 8, demo UIE, docs/benchmark.md).
+a record for it (a filter on the logger ran only after that: 4.7-6.3 us a line against 0.8-0.9 us,
+and 3% of the GIL's samples at concurrency 8, demo UIE; docs/benchmark.md).
 """
 
 from __future__ import annotations
@@ -43,14 +43,16 @@ class _QuietServingLogger:
         self.exception = logger.exception
 
     def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
-        if not is_serving_request_line(msg):
-            kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
-            self.logger.info(msg, *args, **kwargs)
+        self._unless_request_line(logging.INFO, msg, args, kwargs)
 
     def warning(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self._unless_request_line(logging.WARNING, msg, args, kwargs)
+
+    def _unless_request_line(self, level: int, msg: object, args: tuple, kwargs: dict) -> None:
         if not is_serving_request_line(msg):
-            kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
-            self.logger.warning(msg, *args, **kwargs)
+            # +2: the record names the framework's line, not info/warning or this method
+            kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 2
+            self.logger.log(level, msg, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.logger, name)
