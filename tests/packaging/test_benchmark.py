@@ -121,6 +121,7 @@ def test_targets_compare_served_raw_naive_and_backends():
     assert http["value"] == pytest.approx(6.0) and http["status"] == "missed"
     naive = targets[("served >= 1.5x naive throughput at concurrency 8", "onnx")]
     assert naive["value"] == pytest.approx(1.9) and naive["status"] == "met"
+    assert naive["ceiling"] == pytest.approx(2.0)  # raw best 200/s over naive 100/s
     backends = targets[("onnx raw throughput >= 0.9x paddle", "onnx/paddle")]
     assert backends["value"] == pytest.approx(0.8) and backends["status"] == "missed"
     int8_raw = targets[("onnx-int8 raw throughput >= 3.0x onnx", "onnx-int8/onnx")]
@@ -130,9 +131,12 @@ def test_targets_compare_served_raw_naive_and_backends():
     triton = targets[("served >= 1.1x triton throughput at concurrency 8, p99 <= 1.2x", "onnx")]
     assert triton["value"] == pytest.approx(0.95) and triton["status"] == "missed"
     assert "p99 ratio 1.11" in triton["detail"]
+    assert triton["ceiling"] == pytest.approx(1.0)  # Triton already runs at the engine's best
+    assert served["ceiling"] is None
     assert targets[("served best throughput >= 0.9x raw best", "paddle")]["status"] == "n/a"
     table = markdown({"machine": _machine(), "runs": runs})
     assert table.count("\n| spo | nano |") == len(runs)
+    assert "| 1.5 | 2.00 | met |" in table  # the naive target's row with its ceiling
 
 
 def _machine():
