@@ -38,6 +38,7 @@ class ModelSettings(_Strict):
     )
     default: bool = Field(default=False, description="the model of its task a request without 'model' gets")
     intra_op_threads: int | None = Field(default=None, ge=1, le=256, description="None: ie.intra_op_threads")
+    engine_instances: int | None = Field(default=None, ge=1, le=64, description="None: ie.engine_instances")
     max_batch_rows: int | None = Field(default=None, ge=1, le=1024, description="None: ie.max_batch_rows")
     max_seq_len: int = Field(default=512, ge=16, le=4096)
     position_prob: float = Field(default=0.5, gt=0.0, lt=1.0, description="UIE span threshold")
@@ -86,6 +87,13 @@ class IESettings(_Strict):
 
     backend: Literal["auto", "paddle", "onnx"] = "auto"
     intra_op_threads: int = Field(default=2, ge=1, le=256)
+    engine_instances: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="engine calls of one model at once (Triton's instance count): each takes the "
+        "next queued batch when it is free; each call uses intra_op_threads",
+    )
     use_onednn: bool = False
     onnx_spin_wait: bool = Field(
         default=False,
@@ -138,6 +146,10 @@ class IESettings(_Strict):
     def threads_of(self, model: ModelSettings) -> int:
         """Engine threads of ``model``: its own setting, else ``ie.intra_op_threads``."""
         return model.intra_op_threads or self.intra_op_threads
+
+    def instances_of(self, model: ModelSettings) -> int:
+        """Engine calls of ``model`` at once: its own setting, else ``ie.engine_instances``."""
+        return model.engine_instances or self.engine_instances
 
     def batch_rows_of(self, model: ModelSettings) -> int:
         """Rows per engine call of ``model``: its own setting, else ``ie.max_batch_rows``."""

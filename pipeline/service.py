@@ -127,14 +127,22 @@ class IEService:
         )
         model.rss_bytes = max(rss_bytes() - before, 0)
         model.engine, model.pid = engine, os.getpid()
-        model.lane = ModelLane(m.name, lambda jobs: self._run_model(model, jobs), self.batch_requests)
+        model.lane = ModelLane(
+            m.name,
+            lambda jobs: self._run_model(model, jobs),
+            self.batch_requests,
+            workers=ie.instances_of(m.settings),
+        )
         record_model_memory(m.name, model.rss_bytes, self.metrics)
         logger.info(
-            "model %s (task %s, version %s, %s): loaded from %s, resident memory +%.1f MiB",
+            "model %s (task %s, version %s, %s, threads %d, instances %d): loaded from %s, "
+            "resident memory +%.1f MiB",
             m.name,
             m.task,
             m.version,
             model.engine_label,
+            ie.threads_of(m.settings),
+            ie.instances_of(m.settings),
             m.dir,
             model.rss_bytes / 2**20,
         )

@@ -50,7 +50,8 @@ def texts() -> list[str]:
 def server(tmp_path_factory):
     models = {
         "uie": {"default": True},
-        "uie_seed1": {"dir": str(SEED1), "task": "uie", "max_seq_len": 512},
+        # two engine calls at once: its answers and the load tests must not change
+        "uie_seed1": {"dir": str(SEED1), "task": "uie", "max_seq_len": 512, "engine_instances": 2},
         "spo": {"intra_op_threads": 1},  # the slow model of the stall test leaves a core to the others
     }
     with run_server(
@@ -168,11 +169,14 @@ def test_metrics_and_log_line_carry_the_model(server, texts):
     with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10) as resp:
         metrics = resp.read().decode()
     assert re.search(r'ie_model_requests_total\{model="uie_seed1",outcome="ok"\} [1-9]', metrics)
+    layout = {"uie": (2, 1), "uie_seed1": (2, 2), "spo": (1, 1)}  # (threads, instances)
     for name in (*UIE_MODELS, "spo"):
         match = re.search(rf'ie_model_resident_memory_bytes\{{model="{name}"\}} ([0-9.e+]+)', metrics)
         assert match and float(match.group(1)) > 1e6, name  # each engine's load added > 1 MB
         assert re.search(
-            rf"model {name} \(task \w+, version 1, onnx\): loaded .* resident memory \+", server.log()
+            rf"model {name} \(task \w+, version 1, onnx, threads {layout[name][0]}, "
+            rf"instances {layout[name][1]}\): loaded .* resident memory \+",
+            server.log(),
         )
 
 
@@ -373,7 +377,10 @@ def test_unload_and_load_back_under_traffic(server, kclient, texts, expected):
     with Traffic(server, texts, models=("uie", "uie_seed1"), n=4) as traffic:
         time.sleep(0.5)
         kclient.unload_model("uie_seed1")
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10  # until a request sent after the unload was answered
+        while not traffic.errors and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
     # requests to the unloaded model that came after it are refused as unknown; none fails otherwise
     assert traffic.errors and all(
         e.startswith("uie_seed1: ") and "unknown model" in e for e in traffic.errors
