@@ -56,6 +56,7 @@ class Plan:
     triton_max_batch_size: int = 16
     triton_queue_delay_us: int = 4000
     threads: int = 2
+    instances: int = 1  # engine calls at once per model: the service's and Triton's instances
     batching_timeout_ms: int = 4
     batchings: tuple[str, ...] = ("adaptive",)  # ie.batching of the batch_size > 1 variants
     duration_s: float = 3.0
@@ -222,7 +223,9 @@ def run_served(plan: Plan, size: str, root: Path, work: Path) -> list[dict]:
             cell_dir = work / f"{size}-{kind}-bs{batch_size}-mc{op_concurrency}-{batching}"
             op = dict(batch_size=batch_size, concurrency=op_concurrency, batching=batching)
             shutil.rmtree(cell_dir, ignore_errors=True)  # no profile or log of an earlier run
-            with run_service(cell_dir, settings, plan.batching_timeout_ms, **op) as server:
+            with run_service(
+                cell_dir, settings, plan.batching_timeout_ms, instances=plan.instances, **op
+            ) as server:
                 for mode, target in (("http", f"127.0.0.1:{server.http_port}"), ("rpc", server.rpc_endpoint)):
                     for m in plan.models:
                         profiled = plan.profile and mode == "rpc" and (batch_size, op_concurrency) == (16, 1)
@@ -246,7 +249,9 @@ def run_served(plan: Plan, size: str, root: Path, work: Path) -> list[dict]:
             tri = dict(max_batch_size=plan.triton_max_batch_size, queue_delay_us=plan.triton_queue_delay_us)
             with (
                 _baseline("triton", cell_dir),
-                run_triton(cell_dir, root, kind, plan.threads, triton_python(), **tri) as port,
+                run_triton(
+                    cell_dir, root, kind, plan.threads, triton_python(), instances=plan.instances, **tri
+                ) as port,
             ):
                 for m in plan.models:
                     for res in loadgen(plan, "triton", f"127.0.0.1:{port}", m, texts[m], cell_dir):
@@ -370,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--triton-queue-delay-us", type=int, help="Triton max_queue_delay_microseconds")
     parser.add_argument("--duration", type=float, help="seconds per served cell")
     parser.add_argument("--threads", type=int, help="engine intra-op threads (default 2)")
+    parser.add_argument(
+        "--instances", type=int, help="engine instances per model, the service's and Triton's (default 1)"
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy the service at concurrency 1, 8, 32")
     parser.add_argument("--only", help=f"comma list of {','.join(MODES)}: measure only these")
     parser.add_argument(
@@ -415,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, duration_s=args.duration)
     if args.threads:
         plan = replace(plan, threads=args.threads)
+    if args.instances:
+        plan = replace(plan, instances=args.instances)
     plan = replace(plan, profile=args.profile)
     doc = run(plan, args.out)
     if args.merge_into:

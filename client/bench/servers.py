@@ -30,10 +30,11 @@ def run_service(
     concurrency: int = 1,
     batching: str = "adaptive",
     ready_timeout: float = 300.0,
+    instances: int = 1,
 ) -> Iterator[RunningServer]:
-    """web_service.py with the benchmark's models, backend and threads, and the model op's
-    ``batch_size``, ``concurrency`` and batching (``ie.batching``; ``timeout`` waits
-    ``batching_timeout_ms`` for a batch to fill)."""
+    """web_service.py with the benchmark's models, backend, threads and engine ``instances``, and
+    the model op's ``batch_size``, ``concurrency`` and batching (``ie.batching``; ``timeout``
+    waits ``batching_timeout_ms`` for a batch to fill)."""
     timed = batch_size > 1 and batching == "timeout"
     model_op = {
         "batch_size": batch_size,
@@ -46,6 +47,7 @@ def run_service(
         ready_timeout=ready_timeout,
         op={"model": model_op},
         intra_op_threads=settings.intra_op_threads,
+        engine_instances=instances,
         batching="timeout" if timed else "adaptive",
         kserve_http_port=0,  # not measured; the RPC and HTTP routes are
         metrics_port=0,  # metrics are still recorded; only the scrape port is off
@@ -130,6 +132,7 @@ def run_triton(
     max_batch_size: int,
     queue_delay_us: int,
     ready_timeout: float = 300.0,
+    instances: int = 1,
 ) -> Iterator[int]:
     """client/bench/triton_server.py (PyTriton, run by ``python``) on a free port (yielded);
     stopped on exit."""
@@ -146,7 +149,7 @@ def run_triton(
         "--backend",
         backend,
     ]
-    cmd += ["--http-port", str(port), "--threads", str(threads)]
+    cmd += ["--http-port", str(port), "--threads", str(threads), "--instances", str(instances)]
     cmd += ["--max-batch-size", str(max_batch_size), "--queue-delay-us", str(queue_delay_us)]
     body = json.dumps(infer_body('{"key": ["task", "text"], "value": ["spo", "张伟"]}')).encode()
     url = f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/infer"

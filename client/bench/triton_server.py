@@ -69,19 +69,20 @@ def serve(args: argparse.Namespace) -> None:
     with Triton(config=config) as triton:
         triton.bind(
             model_name=MODEL_NAME,
-            infer_func=make_infer_func(service),
+            infer_func=[make_infer_func(service) for _ in range(args.instances)],
             inputs=[Tensor(name=INPUT, dtype=bytes, shape=(1,))],
             outputs=[Tensor(name=OUTPUT, dtype=bytes, shape=(1,))],
             config=ModelConfig(max_batch_size=args.max_batch_size, batcher=batcher),
             strict=False,
         )
         logger.info(
-            "Triton serving %s on %s (max_batch_size %d, max_queue_delay %d us, %s)",
+            "Triton serving %s on %s (max_batch_size %d, max_queue_delay %d us, %s, %d instances)",
             MODEL_NAME,
             args.http_port,
             args.max_batch_size,
             args.queue_delay_us,
             args.backend,
+            args.instances,
         )
         triton.serve()
 
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpc-port", type=int, default=0, help="0: any free port")
     parser.add_argument("--metrics-port", type=int, default=0, help="0: any free port")
     parser.add_argument("--threads", type=int, default=2, help="engine intra-op threads")
+    parser.add_argument("--instances", type=int, default=1, help="model instances (infer functions)")
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--queue-delay-us", type=int, default=4000)
     args = parser.parse_args(argv)
