@@ -115,12 +115,13 @@ class IEService:
         if model.pid == os.getpid() and model.engine is not None:
             return
         m, ie = model.served, self.settings
+        threads, instances = ie.threads_of(m.settings), ie.instances_of(m.settings)
         before = rss_bytes()
         engine = create_backend(
             model.engine_kind,
             m.dir,
             m.card,
-            ie.threads_of(m.settings),
+            threads,
             ie.use_onednn,
             m.settings.precision,
             spin_wait=ie.onnx_spin_wait,
@@ -131,7 +132,7 @@ class IEService:
             m.name,
             lambda jobs: self._run_model(model, jobs),
             self.batch_requests,
-            workers=ie.instances_of(m.settings),
+            workers=instances,
         )
         record_model_memory(m.name, model.rss_bytes, self.metrics)
         logger.info(
@@ -141,8 +142,8 @@ class IEService:
             m.task,
             m.version,
             model.engine_label,
-            ie.threads_of(m.settings),
-            ie.instances_of(m.settings),
+            threads,
+            instances,
             m.dir,
             model.rss_bytes / 2**20,
         )
