@@ -22,14 +22,15 @@ def engine_of(label: str) -> tuple[str, str]:
     return kind, precision or "fp32"
 
 
-def bench_settings(models_root: Path, engine: str, threads: int):
+def bench_settings(models_root: Path, engine: str, threads: int, instances: int = 1):
     """IESettings serving ``models_root``'s uie/ and spo/ on ``engine`` (a label of
-    :data:`ENGINES`) with ``threads``."""
+    :data:`ENGINES`) with ``threads`` per engine call and ``instances`` calls of a model at once."""
     from pipeline.config import IESettings
 
     kind, precision = engine_of(engine)
     models = {name: {"dir": str(models_root / name), "precision": precision} for name in ("uie", "spo")}
-    return IESettings.model_validate({"backend": kind, "intra_op_threads": threads, "models": models})
+    ie = {"backend": kind, "intra_op_threads": threads, "engine_instances": instances, "models": models}
+    return IESettings.model_validate(ie)
 
 
 def request_text(tokenizer, task: str, seq_len: int) -> str:

@@ -20,18 +20,22 @@ from client.bench.common import ENGINES
 
 logger = logging.getLogger(__name__)
 
+CALLS_AT_ONCE = 64  # engine calls of one model at once: ie.engine_instances' top, above any load
+
 
 class NaiveService:
     """The service core (:class:`~pipeline.service.IEService`) called in-process; no server of its own.
 
     :meth:`answer_many` runs a batch of requests the way the service's model op does (one engine
-    pass per stage over all their rows); :meth:`answer` is a batch of one.
+    pass per stage over all their rows); :meth:`answer` is a batch of one. ``batch_requests``: at
+    most this many requests in one engine call (1: calls of different callers never merge); calls
+    of one model at once: ``settings.engine_instances``.
     """
 
-    def __init__(self, settings):
+    def __init__(self, settings, batch_requests: int = 16):
         from pipeline.service import IEService
 
-        self.core = IEService(settings, settings.backend)
+        self.core = IEService(settings, settings.backend, batch_requests=batch_requests)
         self.core.start_engines()
 
     def answer(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -97,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     from client.bench.common import bench_settings
 
-    settings = bench_settings(args.models, args.backend, args.threads)
-    app = create_app(NaiveService(settings))
+    # a global model in a Flask app: each request thread makes its own engine call at once, never
+    # merged with another's and never waiting for one
+    settings = bench_settings(args.models, args.backend, args.threads, instances=CALLS_AT_ONCE)
+    app = create_app(NaiveService(settings, batch_requests=1))
     app.run(host="127.0.0.1", port=args.port, threaded=True)
     return 0
 

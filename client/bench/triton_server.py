@@ -56,7 +56,9 @@ def serve(args: argparse.Namespace) -> None:
     from client.bench.common import bench_settings
     from client.bench.naive_server import NaiveService
 
-    service = NaiveService(bench_settings(args.models, args.backend, args.threads))
+    # each Triton instance's call runs at once (a lane worker per instance), on the rows Triton merged
+    settings = bench_settings(args.models, args.backend, args.threads, instances=args.instances)
+    service = NaiveService(settings, batch_requests=args.max_batch_size)
     config = TritonConfig(
         http_address="127.0.0.1",
         http_port=args.http_port,
