@@ -7,6 +7,8 @@ Request: Paddle Serving's ``{"key": [...], "value": [...]}`` with keys
 - ``text``: one text, or a JSON list of texts (a value starting with ``[`` that parses as a list)
 - ``schema``: UIE only, a JSON schema as PaddleNLP Taskflow takes it
 - ``position_prob``: optional, UIE span threshold in (0, 1)
+- ``pipeline.profile``: optional, ``"1"`` adds the request's timestamps in the pipeline to the
+  answer under the same key (Paddle Serving's ``PipelineClient.predict(..., profile=True)``)
 
 Response: ``value[0]`` (key ``result``) is one JSON string: a list with, per text, either its
 result or ``{"error": {"code", "type", "message"}}``.
@@ -23,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pipeline.config import Limits
 from pipeline.errors import InvalidRequest, InvalidSchema, InvalidText, LimitExceeded, NestedTooDeeply
 
-REQUEST_KEYS = frozenset({"task", "model", "text", "schema", "position_prob"})
+PROFILE_KEY = "pipeline.profile"  # read by Paddle Serving's DAG, not by the service
+REQUEST_KEYS = frozenset({"task", "model", "text", "schema", "position_prob", PROFILE_KEY})
 RESULT_KEY = "result"
 
 

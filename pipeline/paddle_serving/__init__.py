@@ -5,7 +5,8 @@
 - :mod:`~pipeline.paddle_serving.server_loop`: the gRPC server loop with the SIGTERM drain;
 - :mod:`~pipeline.paddle_serving.watchdog`: dead process-op workers stop the server;
 - :mod:`~pipeline.paddle_serving.batching`: the model op's adaptive batching;
-- :mod:`~pipeline.paddle_serving.logs`: the framework's per-request log lines, dropped.
+- :mod:`~pipeline.paddle_serving.logs`: the framework's per-request log lines, dropped;
+- :mod:`~pipeline.paddle_serving.profiler`: the DAG's per-request timestamps, kept per request.
 
 The private attributes these read are listed in :data:`PRIVATE_ATTRIBUTES`;
 ``tests/unit/test_paddle_serving_private.py`` fails by name if a Paddle Serving release changes them.
@@ -21,6 +22,7 @@ PRIVATE_ATTRIBUTES = (
     ("PipelineServer", "_conf"),
     ("PipelineServicer", "_dag_executor"),
     ("DAGExecutor", "_dag"),
+    ("DAGExecutor", "_profiler"),  # replaced by profiler.RequestProfiler
     ("DAG", "_actual_ops"),
     ("DAG", "_threads_or_proces"),
     ("RequestOp", "unpack_request_package"),  # overridden: the framework must still call it

@@ -22,7 +22,8 @@ The edge of the framework is ours too:
 - :class:`GuardedServicer` is the gRPC servicer whose answers never carry the framework's
   exception texts: client errors (``err_no`` 5000) keep their message, anything else is logged
   and answered with a short message and the log id. The HTTP edges call the same servicer in
-  process (:func:`call_pipeline`), so every route gets the same guard.
+  process (:func:`call_pipeline`), so every route gets the same guard. Its DAG keeps each
+  request's timestamps apart (:mod:`~pipeline.paddle_serving.profiler`).
 - :func:`start_go_gateway` starts Paddle Serving's Go HTTP gateway in a child process, as
   ``PipelineServer`` does, but under our name so that the server can stop it.
 
@@ -56,6 +57,7 @@ from pipeline.errors import (
     internal_message,
     product_code,
 )
+from pipeline.paddle_serving.profiler import RequestProfiler
 from pipeline.schemas import RESULT_KEY
 
 logger = logging.getLogger(__name__)
@@ -219,7 +221,12 @@ def guard_answer(response, log_id: int = 0):
 
 
 class GuardedServicer(PipelineServicer):
-    """``PipelineServicer`` whose answers pass :func:`guard_answer` and which never raises."""
+    """``PipelineServicer`` whose answers pass :func:`guard_answer` and which never raises; its
+    DAG keeps each request's timestamps apart (:class:`RequestProfiler`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._dag_executor._profiler = RequestProfiler()
 
     def inference(self, request, context):
         try:

@@ -4,6 +4,7 @@ both backends, the held-out demo sentences against their ground truth, and per-t
 from __future__ import annotations
 
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -183,6 +184,27 @@ def test_concurrent_requests_get_their_own_answers(server, held_out, answers):
     with ThreadPoolExecutor(16) as pool:
         for i, [result] in pool.map(one, range(len(texts))):
             assert close(result, answers["uie" if i % 2 else "spo"][i])
+
+
+def test_a_profile_asked_for_times_its_own_request_only(server):
+    """``PipelineClient.predict(..., profile=True)`` under concurrency: the DAG's timestamps in
+    each answer's ``pipeline.profile`` are of that request's data id alone."""
+    kv = {"task": "spo", "text": "张伟出生于北京。"}
+
+    def one(_: int) -> set[str]:
+        resp = rpc_client.connect(server.rpc_endpoint).predict(feed_dict=kv, fetch=None, profile=True)
+        assert resp.err_no == 0, resp
+        profile = dict(zip(resp.key, resp.value, strict=True))["pipeline.profile"]
+        stamps = re.findall(r"\b(call|prepack|postpack)_(\d+)#\S*?_([01]):\d+", profile)
+        assert sorted(name + tag for name, _, tag in stamps) == [
+            "call0", "call1", "postpack0", "postpack1", "prepack0", "prepack1"
+        ], profile  # fmt: skip
+        return {data_id for _, data_id, _ in stamps}
+
+    with ThreadPoolExecutor(16) as pool:
+        ids = list(pool.map(one, range(64)))
+    assert all(len(own) == 1 for own in ids), ids
+    assert len(set().union(*ids)) == 64
 
 
 _BY_BACKEND: dict[str, dict] = {}
