@@ -29,6 +29,10 @@ _GRPC_OPTIONS = [
     ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
 ]
 _SHUTDOWN_SLACK_S = 5.0  # after the grace period, how long cancelled calls get to end
+# A signal the kernel hands to another thread (gRPC's, the engines') only marks its Python handler
+# as pending; the handler runs when the main thread next wakes, so the main thread must not block
+# without a timeout (a SIGTERM once went unanswered for 30 s that way).
+_SIGNAL_POLL_S = 0.5
 
 
 def grpc_address(host: str, port: int) -> str:
@@ -81,7 +85,8 @@ def run_until_signal(
         if on_started is not None:
             on_started(servicer)
         logger.info("ready: RPC on %s", grpc_address(bind_address, server._rpc_port))
-        stop.wait()
+        while not stop.wait(_SIGNAL_POLL_S):
+            pass
     finally:
         watchdog.stop()
         grace = grace_s if watchdog.death is None else min(grace_s, death_grace_s)
