@@ -17,13 +17,20 @@ import threading
 import time
 
 
+class _ThreadRecords(threading.local):
+    """One thread's timestamps, as profile text pieces."""
+
+    def __init__(self) -> None:
+        self.records: list[str] = []
+
+
 class RequestProfiler:
     """What ``DAGExecutor`` calls on its ``_profiler``: ``record`` and ``gen_profile_str``, in the
     stock text format (``PROFILE<TAB>pid:N<TAB>name_tag:microseconds ...``)."""
 
     def __init__(self) -> None:
         self._head = f"PROFILE\tpid:{os.getpid()}\t"
-        self._local = threading.local()
+        self._local = _ThreadRecords()
 
     def enable(self, enable: bool) -> None:
         """Kept for the stock interface: the DAG always enables its profiler."""
@@ -31,14 +38,10 @@ class RequestProfiler:
     def record(self, name_with_tag: str) -> int:
         """Note ``name_with_tag`` (``call_7#DAG_0``) now; the timestamp in microseconds."""
         stamp = time.time_ns() // 1000
-        records = getattr(self._local, "records", None)
-        if records is None:
-            records = self._local.records = []
-        records.append(f"{name_with_tag}:{stamp} ")
+        self._local.records.append(f"{name_with_tag}:{stamp} ")
         return stamp
 
     def gen_profile_str(self) -> str:
         """This thread's timestamps since its last profile, as one profile line; then forgets them."""
-        records = getattr(self._local, "records", None) or []
-        self._local.records = []
+        records, self._local.records = self._local.records, []
         return f"\n{self._head}{''.join(records)}\n"

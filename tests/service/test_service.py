@@ -20,6 +20,7 @@ from conversion.metrics import (
     uie_gold_facts,
     uie_predicted_facts,
 )
+from pipeline.schemas import PROFILE_KEY
 
 pytestmark = [
     pytest.mark.slow,
@@ -194,7 +195,7 @@ def test_a_profile_asked_for_times_its_own_request_only(server):
     def one(_: int) -> set[str]:
         resp = rpc_client.connect(server.rpc_endpoint).predict(feed_dict=kv, fetch=None, profile=True)
         assert resp.err_no == 0, resp
-        profile = dict(zip(resp.key, resp.value, strict=True))["pipeline.profile"]
+        profile = dict(zip(resp.key, resp.value, strict=True))[PROFILE_KEY]
         stamps = re.findall(r"\b(call|prepack|postpack)_(\d+)#\S*?_([01]):\d+", profile)
         assert sorted(name + tag for name, _, tag in stamps) == [
             "call0", "call1", "postpack0", "postpack1", "prepack0", "prepack1"

@@ -28,6 +28,7 @@ def test_a_profile_holds_its_own_threads_timestamps_in_order():
     request(2, False)  # starts and ends while request 1 is in flight
     other_may_finish.set()
     slow.join(10)
+    assert set(profiles) == {"1", "2"}
     for data_id, profile in profiles.items():
         assert re.fullmatch(
             rf"\nPROFILE\tpid:\d+\tcall_{data_id}#DAG_0:(\d+) call_{data_id}#DAG_1:(\d+) \n", profile
