@@ -25,6 +25,7 @@ PRIVATE_ATTRIBUTES = (
     ("DAGExecutor", "_profiler"),  # replaced by profiler.RequestProfiler
     ("DAG", "_actual_ops"),
     ("DAG", "_threads_or_proces"),
+    ("DAG", "_manager"),  # set with process ops only
     ("RequestOp", "unpack_request_package"),  # overridden: the framework must still call it
     ("ResponseOp", "pack_response_package"),  # overridden likewise
     ("Op", "_auto_batching_generator"),  # overridden by batching.AdaptiveBatchingOp

@@ -19,7 +19,14 @@ from collections.abc import Callable, Sequence
 from concurrent import futures
 
 from pipeline.paddle_serving.compat import GuardedServicer, pipeline_service_pb2_grpc, start_go_gateway
-from pipeline.paddle_serving.watchdog import WorkerDeath, WorkerWatchdog, op_workers, stop_processes
+from pipeline.paddle_serving.watchdog import (
+    WorkerDeath,
+    WorkerWatchdog,
+    channel_manager,
+    op_workers,
+    stop_manager,
+    stop_processes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +77,8 @@ def run_until_signal(
     # a child forked while gRPC threads run gets gRPC's fork handlers skipped ("Other threads are
     # currently calling into gRPC") and can leave the parent's gRPC unable to finish shutting down.
     servicer = GuardedServicer(server._name, server._response_op, server._conf)
-    watchdog = WorkerWatchdog(op_workers(servicer._dag_executor._dag), lambda _: stop.set()).start()
+    dag = servicer._dag_executor._dag
+    watchdog = WorkerWatchdog(op_workers(dag), lambda _: stop.set()).start()
     gateway = start_go_gateway(server._rpc_port, go_gateway_port) if go_gateway_port else None
     grpc_server = None
     drained = None
@@ -98,6 +106,7 @@ def run_until_signal(
         if drained is not None and not drained.wait(grace + _SHUTDOWN_SLACK_S):
             logger.warning("gRPC did not finish shutting down %.0fs after the drain; exiting anyway", grace)
         watchdog.terminate_workers()
+        _run_all([lambda: stop_manager(channel_manager(dag))])
         if gateway is not None:
             stop_processes([gateway])
         for sig, handler in previous.items():

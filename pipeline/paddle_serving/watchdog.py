@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.managers
 import signal
 import threading
 from collections.abc import Callable
@@ -66,6 +67,21 @@ def op_workers(dag) -> list[OpWorker]:
         for index in range(op.concurrency):
             workers.append(OpWorker(op.name, index, started[len(workers)]))
     return workers
+
+
+def channel_manager(dag) -> multiprocessing.managers.SyncManager | None:
+    """The manager process a process-op ``DAG``'s channels live in (None with thread ops).
+
+    ``DAG.__init__`` starts it for process ops. It is not a worker, so the watchdog does not watch
+    it, but it is a child like them: the server stops it after the workers (:func:`stop_manager`).
+    """
+    return getattr(dag, "_manager", None)
+
+
+def stop_manager(manager: multiprocessing.managers.SyncManager | None) -> None:
+    """Shut a started manager's process down and reap it (it is SIGTERMed after 1 s)."""
+    if manager is not None:
+        manager.shutdown()
 
 
 def stop_processes(processes: list[multiprocessing.Process], timeout_s: float = 5.0) -> None:

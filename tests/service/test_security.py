@@ -8,6 +8,7 @@ code of theirs, reveals the server's internals, or stops the server answering ot
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -474,6 +475,25 @@ def _group(pgid: int) -> list[int]:
     return pids
 
 
+def _described(pids: list[int]) -> str:
+    """Each pid with its command line, for an assertion message."""
+    lines = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            state, cmdline = "?", "(gone)"
+        lines.append(f"{pid} [{state}] {cmdline.strip()[:200]}")
+    return "; ".join(lines)
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL what is left of a server's process group (a failed test must not leave it running)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
 def _start(tmp_path: Path, config: Path):
     srv = start_server(tmp_path, config)
     wait_ready(srv, 180)
@@ -498,6 +518,7 @@ def test_sigkill_leaves_no_process_and_a_restart_succeeds(tmp_path, gateway):
         tmp_path, "onnx", free_port(), free_port(), dag={"is_thread_op": False}, http_gateway=gateway
     )
     srv = _start(tmp_path, config)
+    again = None
     try:
         pgid = srv.proc.pid
         assert len(_group(pgid)) > 2, "process ops and helpers were expected"
@@ -506,20 +527,23 @@ def test_sigkill_leaves_no_process_and_a_restart_succeeds(tmp_path, gateway):
         deadline = time.monotonic() + 5
         while _group(pgid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _group(pgid) == [], "processes outlived the server"
+        assert _group(pgid) == [], f"processes outlived the server: {_described(_group(pgid))}"
         again = _start(tmp_path, config)  # same ports, at once
         assert "spo_list" in rpc_client.predict("spo", "张伟出生于杭州。", endpoint=again.rpc_endpoint)[0]
         again.proc.send_signal(signal.SIGTERM)
         assert _exit_code(again) == 0
-        assert _group(again.proc.pid) == []
+        left = _group(again.proc.pid)
+        assert left == [], f"processes outlived the server: {_described(left)}"
     finally:
-        for pid in _group(srv.proc.pid):
-            os.kill(pid, signal.SIGKILL)
+        _kill_group(srv.proc.pid)
+        if again is not None:
+            _kill_group(again.proc.pid)
 
 
 def test_sigterm_after_traffic_then_restart_at_once(tmp_path):
     config = write_config(tmp_path, "onnx", free_port(), free_port())
     srv = _start(tmp_path, config)
+    again = None
     try:
         body = json.dumps({"key": ["task", "text"], "value": ["spo", "张伟出生于杭州。"]}).encode()
         for _ in range(20):
@@ -534,8 +558,9 @@ def test_sigterm_after_traffic_then_restart_at_once(tmp_path):
         again = _start(tmp_path, config)  # the ports have sockets in TIME_WAIT now
         assert time.monotonic() - started < 60
         assert "spo_list" in rpc_client.predict("spo", "张伟出生于杭州。", endpoint=again.rpc_endpoint)[0]
+        again.proc.send_signal(signal.SIGTERM)
+        assert _exit_code(again) == 0
     finally:
-        for proc in {srv.proc, locals().get("again", srv).proc}:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                assert proc.wait(30) == 0
+        _kill_group(srv.proc.pid)
+        if again is not None:
+            _kill_group(again.proc.pid)
