@@ -76,6 +76,7 @@ def test_int8_answers_alike_on_an_avx2_only_host(qemu, model, tmp_path):
     fp32 = _run([], SERVING_MODEL / model / "model.onnx", feeds_file, tmp_path / "fp32.npz")
     assert here.keys() == haswell.keys() and here
     for name in here:
-        # the INT8 file is not a copy of FP32's answers (which would make the check vacuous)
-        assert not np.allclose(here[name], fp32[name], atol=1e-4), name
+        # the INT8 file is not a copy of FP32's answers (which would make the check vacuous); relative,
+        # since UIE's probabilities are mostly near 0, where INT8 moved them by under 1e-4 (CI: 8e-5)
+        assert not np.allclose(here[name], fp32[name], rtol=1e-3, atol=0), name
         assert np.abs(here[name] - haswell[name]).max() <= ATOL, name
