@@ -45,7 +45,7 @@ from conversion.parity import (
     spo_decoder,
     uie_decoder,
 )
-from conversion.spec import SPO_SPEC, UIE_SPEC, ConversionSpec
+from conversion.spec import SPECS, SPO_SPEC, UIE_SPEC, ConversionSpec
 from pipeline.model_card import TokenizerCard
 from pipeline.tokenizer import IETokenizer, read_tokenizer_settings
 
@@ -69,6 +69,11 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+def _children_peak_rss_mib() -> float:
+    """The peak resident memory of the largest child process waited for so far (X2Paddle)."""
+    return round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
+
+
 def _peak_rss_mib() -> float:
     """This process's peak resident memory since the last reset (VmHWM), else since it started."""
     try:
@@ -84,7 +89,7 @@ def _peak_rss_mib() -> float:
 class ParityLog:
     """Rows of ``parity.json``; each check is recorded before its error is raised, with the wall
     time and peak resident memory of its hop (since the previous row: the conversion and the
-    check)."""
+    check), and the largest child process's peak so far (X2Paddle converts in one)."""
 
     path: Path
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -109,6 +114,7 @@ class ParityLog:
         row = result.as_row()
         row["seconds"] = round(time.perf_counter() - self._since, 2)
         row["peak_rss_mib"] = _peak_rss_mib()
+        row["children_peak_rss_mib"] = _children_peak_rss_mib()
         self.rows.append(row)
         self.start_hop()
 
@@ -318,6 +324,12 @@ def is_fresh(out_dir: Path, ckpt: Path) -> bool:
     card = json.loads(card_path.read_text(encoding="utf-8"))
     if card.get("checkpoint") != str(ckpt.resolve()):
         return False
+    spec = SPECS.get(card.get("task"))
+    if spec is None or card.get("outputs") != list(spec.outputs):  # e.g. a dense SPO conversion
+        return False
+    heads = card.get("relation_heads")
+    if heads is not None and not (out_dir / heads["file"]).is_file():
+        return False
     newest = max(p.stat().st_mtime for p in ckpt.iterdir() if p.is_file())
     return card_path.stat().st_mtime > newest
 
@@ -484,7 +496,10 @@ def process_spo(
     from conversion.export_spo import run_spo
     from conversion.metrics import spo_gold_facts, spo_predicted_facts
     from conversion.models.spo_checkpoint import load_spo_checkpoint
+    from conversion.models.spo_torch import relation_head_arrays, relation_heads_card
     from conversion.serving_export import find_model_files
+    from conversion.sparse_hop import check_sparse_hop
+    from pipeline.spo_heads import load_relation_heads, save_relation_heads
 
     previous = previous_int8(out_dir)
     torch.set_num_threads(2)
@@ -492,21 +507,30 @@ def process_spo(
     tokenizer = checkpoint_tokenizer(ckpt)
     predicates = [p["name"] for p in _spo_predicates(ckpt)]
     max_seq_len = served_max_seq_len(ckpt, SPO_SPEC.max_seq_len)
+    heads_card = relation_heads_card(model)
+    heads_file = out_dir / heads_card["file"]
+    if convert:
+        save_relation_heads(heads_file, relation_head_arrays(model))
+    shape = {k: v for k, v in heads_card.items() if k != "file"}
+    heads = load_relation_heads(heads_file, len(predicates), **shape)
     cases = make_cases(SPO_SPEC, tokenizer, inputs.texts, seed)
-    decode = spo_decoder(inputs.decode_texts, tokenizer, predicates, max_seq_len)
+    decode = spo_decoder(inputs.decode_texts, tokenizer, predicates, max_seq_len, heads)
     checker = make_checker(SPO_SPEC, cases, decode, log)
     art = run_spo(model, out_dir, work_dir, checker, convert=convert)
-    config = model.config
-    del model  # the PyTorch model is not needed after its first hop: free it before more engines load
     if convert:
         shutil.copyfile(ckpt / VOCAB, out_dir / VOCAB)
     files = find_model_files(art.serving_server)
     probe = onednn_probe(SPO_SPEC, art.serving_server, files, cases)
-    arch = {"type": "bert-gplinker", **asdict(config)}
-    _write_card(out_dir, model_card(SPO_SPEC, ckpt, demo, files, arch, max_seq_len, probe, tokenizer))
+    arch = {"type": "bert-gplinker", **asdict(model.config)}
+    card = model_card(SPO_SPEC, ckpt, demo, files, arch, max_seq_len, probe, tokenizer)
+    _write_card(out_dir, {**card, "relation_heads": heads_card})
+    sparse = check_sparse_hop(model, out_dir, cases, inputs.decode_texts, tokenizer, predicates, max_seq_len)
+    log.record(sparse)
+    raise_if_failed(sparse)
+    del model  # the PyTorch model's last hop: free it before more engines load
     check_served(out_dir, checker)
     evaluation = inputs.evaluation(demo, spo_gold_facts)
-    eval_decode = spo_decoder(evaluation.texts, tokenizer, predicates, max_seq_len)
+    eval_decode = spo_decoder(evaluation.texts, tokenizer, predicates, max_seq_len, heads)
     int8_hop(
         SPO_SPEC, out_dir, work_dir, arch, cases, eval_decode, spo_predicted_facts, evaluation, log,
         convert, previous, int8,

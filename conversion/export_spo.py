@@ -1,7 +1,9 @@
 """SPO hops: PyTorch -> ONNX (opset 13) -> Paddle inference model (X2Paddle) -> serving model.
 
-Each hop is handed to a ``checker(hop_from, hop_to, engine_a, engine_b)`` right after it is
-produced. The ONNX file is kept as ``model.onnx`` for the ONNX Runtime fallback.
+What is converted is the sparse model (:class:`SparseSPOModel`: entity logits and the encoder
+states); the relation heads' weights go to ``relation_heads.npz`` beside it. Each hop is handed
+to a ``checker(hop_from, hop_to, engine_a, engine_b)`` right after it is produced. The ONNX file
+is kept as ``model.onnx`` for the ONNX Runtime fallback.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ class SPOArtifacts:
 
 
 def torch_engine(model: object, spec: ConversionSpec = SPO_SPEC) -> Engine:
-    """The PyTorch model itself as an engine (the reference of the first hop)."""
+    """A PyTorch module as an engine: ``spec.outputs`` are its outputs in order (the sparse
+    model's for :data:`SPO_SPEC`, the dense one's for ``SPO_DENSE_SPEC``)."""
     import torch
 
     def run(feeds: Feeds) -> dict[str, np.ndarray]:
@@ -162,18 +165,21 @@ def run_spo(
     convert: bool = True,
     spec: ConversionSpec = SPO_SPEC,
 ) -> SPOArtifacts:
-    """Convert (if ``convert``) and check every SPO hop in order: torch->onnx, onnx->paddle,
-    paddle->serving. The ONNX file is written straight to ``out_dir/model.onnx``. Without
-    ``convert`` the existing files are checked; when the X2Paddle output is gone (or
-    ``work_dir`` is None) the serving_server copy stands in for it.
+    """Convert (if ``convert``) and check every SPO hop of the sparse model of ``model`` (an
+    ``SPOModel``) in order: torch->onnx, onnx->paddle, paddle->serving. The ONNX file is written
+    straight to ``out_dir/model.onnx``. Without ``convert`` the existing files are checked; when
+    the X2Paddle output is gone (or ``work_dir`` is None) the serving_server copy stands in for it.
     """
+    from conversion.models.spo_torch import SparseSPOModel
+
     if convert and work_dir is None:
         raise ValueError("converting needs a work_dir")
     art = SPOArtifacts.under(out_dir, work_dir)
+    sparse = SparseSPOModel(model).eval()
     if convert:
-        export_onnx(model, art.onnx_file, spec)
+        export_onnx(sparse, art.onnx_file, spec)
     onnx_run = onnx_engine(art.onnx_file)
-    checker("torch", "onnx", torch_engine(model, spec), onnx_run)
+    checker("torch", "onnx", torch_engine(sparse, spec), onnx_run)
 
     if convert:
         x2paddle_convert(art.onnx_file, art.x2paddle_dir)

@@ -336,27 +336,46 @@ def uie_decoder(
     return decode
 
 
+def _unpad(row: np.ndarray, output: str, length: int) -> np.ndarray:
+    """One SPO output row cut to the row's ``length`` tokens: [C, L, L] maps, or [L, H] states."""
+    return row[:length] if output == "hidden" else row[:, :length, :length]
+
+
+DENSE_OUTPUT_BUDGET = 512 * 2**20  # bytes of dense SPO outputs one decode call may hold
+
+
 def spo_decoder(
     texts: Sequence[str],
     tokenizer: IETokenizer,
     predicates: Sequence[str],
     max_seq_len: int,
+    relation_heads: Any = None,
     batch_size: int = 8,
 ) -> Decoder:
-    """Decode by running the service's :class:`SPOJob` (GPLinker decoding) on ``texts``."""
-    from conversion.spec import SPO_SPEC
+    """Decode by running the service's :class:`SPOJob` (GPLinker decoding) on ``texts``: a
+    sparse model's engine with its ``relation_heads`` (``pipeline.spo_heads``), or a dense
+    model's without (then in calls of at most :data:`DENSE_OUTPUT_BUDGET` bytes of outputs,
+    each decoded before the next runs)."""
+    from conversion.spec import SPO_DENSE_SPEC, SPO_SPEC
     from pipeline.spo_job import SPOJob
 
+    outputs = SPO_SPEC.outputs if relation_heads is not None else SPO_DENSE_SPEC.outputs
+    if relation_heads is None:
+        row_bytes = (2 + 2 * len(predicates)) * max_seq_len * max_seq_len * 4
+        batch_size = max(1, min(batch_size, DENSE_OUTPUT_BUDGET // row_bytes))
+
     def decode(engine: Engine) -> list[dict]:
-        job = SPOJob(list(texts), tokenizer, list(predicates), max_seq_len=max_seq_len)
+        job = SPOJob(
+            list(texts), tokenizer, list(predicates), max_seq_len=max_seq_len, relation_heads=relation_heads
+        )
         rows = job.next_rows()
-        parts: dict[str, list[np.ndarray]] = {n: [] for n in SPO_SPEC.outputs}
         for i in range(0, len(rows), batch_size):
             chunk = rows[i : i + batch_size]
             out = engine(pad_rows(chunk, SPO_SPEC.inputs))
-            for name in SPO_SPEC.outputs:
-                parts[name] += [out[name][j, :, : len(r), : len(r)] for j, r in enumerate(chunk)]
-        job.consume(parts["entity"], parts["so_head"], parts["so_tail"])
+            for j, r in enumerate(chunk):
+                job.row_done(i + j, *(_unpad(out[n][j], n, len(r)) for n in outputs))
+            del out
+        job.stage_done()
         return job.result()
 
     return decode

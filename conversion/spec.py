@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 BATCH, SEQ = "batch", "seq"
 
@@ -77,6 +77,7 @@ class ConversionSpec:
 
 
 _BL = ((0, BATCH), (1, SEQ))
+_BLH = ((0, BATCH), (1, SEQ))  # [B, L, H]
 _BCLL = ((0, BATCH), (2, SEQ), (3, SEQ))
 
 UIE_INPUTS = ("input_ids", "token_type_ids", "position_ids", "attention_mask")
@@ -93,15 +94,25 @@ UIE_SPEC = ConversionSpec(
     uses_prompts=True,
 )
 
+# The served SPO model is sparse: entity logits and the encoder states; the relation heads are
+# scored at candidate pairs beside the engine (pipeline.spo_heads, relation_heads.npz).
 SPO_SPEC = ConversionSpec(
     name="spo",
     task="spo",
     inputs=SPO_INPUTS,
-    outputs=("entity", "so_head", "so_tail"),
+    outputs=("entity", "hidden"),
     input_axes=tuple((n, _BL) for n in SPO_INPUTS),
-    output_axes=(("entity", _BCLL), ("so_head", _BCLL), ("so_tail", _BCLL)),
+    output_axes=(("entity", _BCLL), ("hidden", _BLH)),
     max_seq_len=256,
     masked_below=-1e3,  # spo_torch fills masked cells with -1e4
+)
+
+# The model as trained, with dense so_head / so_tail [B, P, L, L]: the reference the sparse model
+# is checked against (and the layout of models built before the sparse one).
+SPO_DENSE_SPEC = replace(
+    SPO_SPEC,
+    outputs=("entity", "so_head", "so_tail"),
+    output_axes=(("entity", _BCLL), ("so_head", _BCLL), ("so_tail", _BCLL)),
 )
 
 SPECS: dict[str, ConversionSpec] = {s.name: s for s in (UIE_SPEC, SPO_SPEC)}

@@ -86,5 +86,6 @@ def build_model_job(kv: dict[str, Any], model: ServedModel, limits: Limits, log_
             max_seq_len=model.max_seq_len,
             threshold=model.settings.threshold,
             window_overlap=model.window_overlap,
+            relation_heads=model.relation_heads,
         )
     return RequestJob(task=req.task, engine=engine, slots=slots, log_id=log_id, model=model.name)

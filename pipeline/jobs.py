@@ -14,11 +14,16 @@ from pipeline.tokenizer import Encoded
 
 
 class EngineJob(Protocol):
-    """What the model op drives: rows per stage until none are left, then results per text."""
+    """What the model op drives: rows per stage until none are left, then results per text.
+
+    Each row's outputs are handed over as soon as its engine call returns (``row_done``, in any
+    order), so a job keeps only what it needs of them and no stage holds every row's tensors."""
 
     def next_rows(self) -> list[Encoded]: ...
 
-    def consume(self, *outputs: list[np.ndarray]) -> None: ...
+    def row_done(self, index: int, *outputs: np.ndarray) -> None: ...
+
+    def stage_done(self) -> None: ...
 
     def result(self) -> list[dict]: ...
 

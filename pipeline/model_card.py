@@ -78,6 +78,22 @@ class Int8Card(BaseModel):
     accuracy: dict[str, Any] = {}
 
 
+class RelationHeadsCard(BaseModel):
+    """A sparse SPO model's relation heads (``so_head``, ``so_tail``), kept beside the model: the
+    engine emits the encoder states (output ``hidden``) and the heads are scored at the candidate
+    pairs only (``pipeline.spo_heads``). A card without it is a dense model (``so_head`` and
+    ``so_tail`` [B, P, L, L] are engine outputs)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str = "relation_heads.npz"
+    hidden_size: int = Field(ge=1)  # features per token of the output ``hidden``
+    efficient: StrictBool  # Efficient GlobalPointer (else plain GlobalPointer)
+    head_size: int = Field(ge=2, multiple_of=2)
+    rope: StrictBool
+    tril_mask: StrictBool = False
+
+
 class ModelCard(BaseModel):
     """The model facts the service relies on; the card is their one home (other keys are kept,
     unread)."""
@@ -103,6 +119,7 @@ class ModelCard(BaseModel):
     paddle_onednn: OnednnVerdict | None = None
     int8: Int8Card | None = None
     verified_max_batch: int | None = Field(default=None, ge=1, description="rows per engine call checked")
+    relation_heads: RelationHeadsCard | None = None  # spo: sparse decoding (None: dense outputs)
 
     @property
     def example_schema(self) -> Any:
@@ -120,6 +137,16 @@ class ModelCard(BaseModel):
                 "`python -m conversion.bridge build` (its INT8 hop) or serve precision fp32"
             )
         return Path(model_dir) / self.int8.file
+
+    def output_bytes_per_row(self, length: int) -> int:
+        """Bytes of (float32) engine outputs for one row of ``length`` tokens."""
+        if self.task == "uie":
+            floats = 2 * length  # start_prob, end_prob
+        elif self.relation_heads is not None:
+            floats = 2 * length * length + length * self.relation_heads.hidden_size  # entity, hidden
+        else:
+            floats = (2 + 2 * len(self.predicates)) * length * length  # entity, so_head, so_tail
+        return 4 * floats
 
     @property
     def predicate_names(self) -> list[str]:
@@ -143,4 +170,29 @@ def load_model_card(model_dir: str | Path) -> ModelCard:
         raise ModelLoadError(f"{path}: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}") from e
     if card.task == "spo" and not card.predicates:
         raise ModelLoadError(f"{path}: an spo model card must list its predicates")
+    needed = ("entity", "hidden") if card.relation_heads else ("entity", "so_head", "so_tail")
+    if card.task == "spo" and tuple(card.outputs) != needed:
+        kind = "a sparse" if card.relation_heads else "a dense"
+        raise ModelLoadError(
+            f"{path}: the outputs of {kind} spo model are {list(needed)}, not {card.outputs}"
+        )
     return card
+
+
+def load_relation_heads_of(model_dir: str | Path, card: ModelCard):
+    """The sparse SPO model's relation heads (``pipeline.spo_heads.RelationHeads``), or None for a
+    dense one; ModelLoadError names a missing or bad file."""
+    from pipeline.spo_heads import load_relation_heads
+
+    spec = card.relation_heads
+    if spec is None:
+        return None
+    path = Path(model_dir) / spec.file
+    try:
+        return load_relation_heads(path, len(card.predicates), **spec.model_dump(exclude={"file"}))
+    except FileNotFoundError:
+        raise ModelLoadError(
+            f"missing {path} (model_card.json relation_heads): rebuild the model with the bridge"
+        ) from None
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"cannot read {path}: {e}") from None

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from pipeline.config import TASKS, IESettings, ModelSettings
 from pipeline.errors import ConfigError, ModelLoadError
-from pipeline.model_card import ModelCard, load_model_card
+from pipeline.model_card import ModelCard, load_model_card, load_relation_heads_of
+from pipeline.spo_heads import RelationHeads
 from pipeline.tokenizer import IETokenizer
 
 logger = logging.getLogger(__name__)
@@ -17,12 +18,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ServedModel:
-    """A model's settings, card and tokenizer."""
+    """A model's settings, card and tokenizer (and a sparse SPO model's relation heads)."""
 
     name: str
     settings: ModelSettings
     card: ModelCard
     tokenizer: IETokenizer
+    relation_heads: RelationHeads | None = None
 
     @property
     def dir(self) -> Path:
@@ -74,7 +76,8 @@ def load_served_model(name: str, settings: ModelSettings, ie: IESettings) -> Ser
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"cannot load vocab {vocab}: {e}") from e
     _check_against_card(name, settings, card, ie.batch_rows_of(settings))
-    return ServedModel(name, settings, card, tokenizer)
+    _check_output_bytes(name, settings, card, ie.limits.max_output_bytes_per_call)
+    return ServedModel(name, settings, card, tokenizer, load_relation_heads_of(settings.dir, card))
 
 
 def load_served_models(ie: IESettings) -> dict[str, ServedModel]:
@@ -138,3 +141,17 @@ def _check_against_card(name: str, settings: ModelSettings, card: ModelCard, max
                 chosen,
                 value,
             )
+
+
+def _check_output_bytes(name: str, settings: ModelSettings, card: ModelCard, limit: int) -> None:
+    """A model whose one row at its served length makes more engine outputs than one call may
+    hold is refused (ConfigError naming the limit)."""
+    length = min(settings.max_seq_len, card.max_seq_len)
+    row = card.output_bytes_per_row(length)
+    if row > limit:
+        raise ConfigError(
+            f"model {name}: one row of {length} tokens makes {row / 2**20:.0f} MiB of engine outputs, "
+            f"over ie.limits.max_output_bytes_per_call ({limit / 2**20:.0f} MiB); lower "
+            f"ie.models.{name}.max_seq_len, raise the limit, or rebuild the model with the bridge "
+            "(its SPO models score the relation heads at candidate pairs only)"
+        )

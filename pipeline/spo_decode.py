@@ -1,20 +1,23 @@
 """GlobalPointer / GPLinker decoding of SPO model outputs (pure numpy).
 
-A row's outputs are ``entity`` [2, L, L] (subject, object spans), ``so_head`` [P, L, L]
-(subject head x object head) and ``so_tail`` [P, L, L] (subject tail x object tail) logits.
-Only the positive cells are extracted (one pass over each dense tensor, no copies), then subjects and
-objects are paired through predicates found in both the head and the tail maps.
+A dense model's row is ``entity`` [2, L, L] (subject, object spans), ``so_head`` [P, L, L]
+(subject head x object head) and ``so_tail`` [P, L, L] (subject tail x object tail) logits; a
+sparse model's row is ``entity`` and the encoder states, and the relation heads are scored at the
+spans' token pairs only (:mod:`pipeline.spo_heads`). Only the positive cells are extracted (one
+pass over each dense tensor, no copies), then subjects and objects are paired through predicates
+found in both the head and the tail maps.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.spo_heads import RelationHeads
 from pipeline.tokenizer import Encoded
 
 logger = logging.getLogger(__name__)
@@ -42,16 +45,24 @@ MAX_SPANS = 256  # subject or object candidates kept per row (the highest logits
 MAX_LINKS = 4096  # head or tail cells kept per row
 
 
+def _keep_highest(cols: np.ndarray, scores: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``limit`` cells, the highest, in their order: a badly trained model can mark most
+    cells positive, and pairing them all would take quadratic time and memory."""
+    if scores.size > limit:
+        logger.warning("%d positive cells in one row; keeping the %d highest", scores.size, limit)
+        top = np.sort(np.argpartition(-scores, limit - 1)[:limit])
+        cols, scores = cols[top], scores[top]
+    return cols, scores
+
+
 def _positive(
     maps: np.ndarray, start: int, end: int, threshold: float, limit: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(indices [n, ndim], logits [n]) of the cells > threshold whose last two indices are both
-    in ``[start, end)``, in C order.
+    in ``[start, end)``, in C order, at most ``limit`` (the highest).
 
     One pass over the whole tensor (a flat compare and ``flatnonzero`` are several times faster
     than ``nonzero`` on a strided slice); the few hits are then filtered to the text tokens.
-    At most ``limit`` cells, the highest: a badly trained model can mark most cells positive, and
-    pairing them all would take quadratic time and memory.
     """
     flat = maps.reshape(-1)
     hits = np.flatnonzero(flat > threshold)
@@ -59,12 +70,46 @@ def _positive(
     keep = (idx[-2] >= start) & (idx[-2] < end) & (idx[-1] >= start) & (idx[-1] < end)
     hits = hits[keep]
     cols = np.stack([axis[keep] for axis in idx], axis=1).astype(np.int64, copy=False)
-    scores = flat[hits].astype(np.float64)
-    if scores.size > limit:
-        logger.warning("%d positive cells in one row; keeping the %d highest", scores.size, limit)
-        top = np.sort(np.argpartition(-scores, limit - 1)[:limit])
-        cols, scores = cols[top], scores[top]
-    return cols, scores
+    return _keep_highest(cols, flat[hits].astype(np.float64), limit)
+
+
+def _pair_cells(
+    scores_at: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    starts: np.ndarray,
+    ends: np.ndarray,
+    threshold: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(cells [n, 3] of (p, start, end), logits [n]) > threshold over the pairs of the distinct
+    ``starts`` x ``ends`` tokens, in C order, at most MAX_LINKS (the highest).
+
+    ``scores_at(starts, ends)`` gives the [P, a, b] logits there: a gather from a dense map, or
+    the relation heads scored on the encoder states. Decoding reads no other cell, so both paths
+    keep the same cells.
+    """
+    starts, ends = np.unique(starts), np.unique(ends)
+    if starts.size == 0 or ends.size == 0:
+        return np.zeros((0, 3), dtype=np.int64), np.zeros(0)
+    scores = scores_at(starts, ends)
+    hits = np.flatnonzero(scores.reshape(-1) > threshold)
+    p, a, b = np.unravel_index(hits, scores.shape)
+    cols = np.stack([p, starts[a], ends[b]], axis=1).astype(np.int64, copy=False)
+    return _keep_highest(cols, scores.reshape(-1)[hits].astype(np.float64), MAX_LINKS)
+
+
+def _cells(
+    entity: np.ndarray,
+    head_at: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    tail_at: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    text_start: int,
+    text_end: int,
+    threshold: float,
+) -> GPCells:
+    a, b = text_start, max(text_start, text_end)
+    subjects, subject_scores = _positive(entity[0], a, b, threshold, MAX_SPANS)
+    objects, object_scores = _positive(entity[1], a, b, threshold, MAX_SPANS)
+    heads, head_scores = _pair_cells(head_at, subjects[:, 0], objects[:, 0], threshold)
+    tails, tail_scores = _pair_cells(tail_at, subjects[:, 1], objects[:, 1], threshold)
+    return GPCells(subjects, subject_scores, objects, object_scores, heads, head_scores, tails, tail_scores)
 
 
 def extract_cells(
@@ -75,13 +120,36 @@ def extract_cells(
     text_end: int,
     threshold: float = 0.0,
 ) -> GPCells:
-    """Positive cells of one row restricted to text tokens ``[text_start, text_end)``."""
-    a, b = text_start, max(text_start, text_end)
-    subjects, subject_scores = _positive(entity[0], a, b, threshold, MAX_SPANS)
-    objects, object_scores = _positive(entity[1], a, b, threshold, MAX_SPANS)
-    heads, head_scores = _positive(so_head, a, b, threshold, MAX_LINKS)
-    tails, tail_scores = _positive(so_tail, a, b, threshold, MAX_LINKS)
-    return GPCells(subjects, subject_scores, objects, object_scores, heads, head_scores, tails, tail_scores)
+    """Positive cells of one dense row restricted to text tokens ``[text_start, text_end)``:
+    the spans of ``entity``, and the ``so_head`` / ``so_tail`` cells at their token pairs."""
+    return _cells(
+        entity,
+        lambda s, e: so_head[:, s][:, :, e],
+        lambda s, e: so_tail[:, s][:, :, e],
+        text_start,
+        text_end,
+        threshold,
+    )
+
+
+def extract_sparse_cells(
+    entity: np.ndarray,
+    hidden: np.ndarray,
+    heads: RelationHeads,
+    text_start: int,
+    text_end: int,
+    threshold: float = 0.0,
+) -> GPCells:
+    """The cells :func:`extract_cells` finds, from a sparse model's ``entity`` [2, L, L] and
+    ``hidden`` [L, H]: the relation heads are scored only at the spans' token pairs."""
+    return _cells(
+        entity,
+        lambda s, e: heads.head.scores(hidden, s, e),
+        lambda s, e: heads.tail.scores(hidden, s, e),
+        text_start,
+        text_end,
+        threshold,
+    )
 
 
 def _sigmoid(x: float) -> float:

@@ -1,4 +1,9 @@
-"""SPO extraction for one request: windows over long texts, one model stage, GPLinker decoding."""
+"""SPO extraction for one request: windows over long texts, one model stage, GPLinker decoding.
+
+A dense model's stage returns ``entity``, ``so_head``, ``so_tail`` per row; a sparse model's
+(``relation_heads`` given) ``entity`` and ``hidden``, and the relation heads are scored here at
+the candidate pairs only.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.spo_decode import GPCells, decode_spo, extract_cells
+from pipeline.spo_decode import GPCells, decode_spo, extract_cells, extract_sparse_cells
+from pipeline.spo_heads import RelationHeads
 from pipeline.tokenizer import Encoded, IETokenizer
 from pipeline.uie.spans import Span
 from pipeline.windows import default_overlap, merge_window_spans, split_windows
@@ -15,7 +21,7 @@ _TRIPLE_KEY = ("subject_start", "subject_end", "predicate", "object_start", "obj
 
 
 class SPOJob:
-    """``next_rows`` once (one row per window), ``consume`` the three logit tensors, ``result``."""
+    """``next_rows`` once (one row per window), ``consume`` the model's outputs, ``result``."""
 
     def __init__(
         self,
@@ -25,8 +31,10 @@ class SPOJob:
         max_seq_len: int = 256,
         threshold: float = 0.0,
         window_overlap: int | None = None,
+        relation_heads: RelationHeads | None = None,
     ):
         self.texts = texts
+        self.relation_heads = relation_heads
         self.predicates = predicates
         self.threshold = threshold
         max_chars = max_seq_len - 2
@@ -37,16 +45,34 @@ class SPOJob:
             for offset, chunk in split_windows(text, max_chars, stride):
                 self._windows.append((i, offset, chunk))
         self._rows = tokenizer.encode_batch([w[2] for w in self._windows], max_len=max_seq_len)
-        self._cells: list[GPCells] | None = None
+        self._cells: list[GPCells | None] | None = None
 
     def next_rows(self) -> list[Encoded]:
         return [] if self._cells is not None else list(self._rows)
 
-    def consume(self, entity: list[np.ndarray], so_head: list[np.ndarray], so_tail: list[np.ndarray]) -> None:
-        self._cells = [
-            extract_cells(e, h, t, row.text_start, row.text_end, self.threshold)
-            for row, e, h, t in zip(self._rows, entity, so_head, so_tail, strict=True)
-        ]
+    def consume(self, entity: list[np.ndarray], *relation: list[np.ndarray]) -> None:
+        """Per row, ``entity`` and either ``so_head``, ``so_tail`` (dense) or ``hidden`` (sparse)."""
+        for i, outputs in enumerate(zip(entity, *relation, strict=True)):
+            self.row_done(i, *outputs)
+        self.stage_done()
+
+    def row_done(self, index: int, entity: np.ndarray, *relation: np.ndarray) -> None:
+        """Row ``index`` ran: only its positive cells are kept (the dense maps can be freed)."""
+        if self._cells is None:
+            self._cells = [None] * len(self._rows)
+        row, t = self._rows[index], self.threshold
+        if self.relation_heads is None:
+            so_head, so_tail = relation
+            cells = extract_cells(entity, so_head, so_tail, row.text_start, row.text_end, t)
+        else:
+            (hidden,) = relation
+            cells = extract_sparse_cells(entity, hidden, self.relation_heads, row.text_start, row.text_end, t)
+        self._cells[index] = cells
+
+    def stage_done(self) -> None:
+        """Every row ran (the one stage)."""
+        if self._cells is None or any(c is None for c in self._cells):
+            raise RuntimeError("stage_done() before every row ran")
 
     def result(self) -> list[dict]:
         """One ``{"spo_list": [...]}`` per text, char offsets into the full text.

@@ -149,6 +149,59 @@ def save_hf_layout(model, ckpt_dir: Path) -> Path:
     return ckpt_dir
 
 
+def widen_spo_checkpoint(
+    src: Path, dst: Path, predicates: int, seed: int = 0, max_seq_len: int | None = None
+) -> Path:
+    """A copy of the SPO checkpoint ``src`` with ``predicates`` relations: its own first, then
+    ``关系N`` ones whose heads are freshly initialised (offset init: their logits sit far below 0,
+    as an untrained relation's do), for measuring and testing at a real schema's size. The served
+    length is ``max_seq_len`` when given (metrics.json), else ``src``'s."""
+    import json
+    import shutil
+    from dataclasses import replace
+
+    import torch
+
+    from conversion.models.spo_checkpoint import load_spo_checkpoint, read_predicates
+    from conversion.models.spo_torch import EfficientGlobalPointer, SPOModel, save_spo_checkpoint
+
+    model = load_spo_checkpoint(src)
+    own = read_predicates(src)
+    n = len(own)
+    if predicates < n:
+        raise ValueError(f"{src} has {n} predicates; cannot widen it to {predicates}")
+    torch.manual_seed(seed)
+    wide = SPOModel(replace(model.config, num_predicates=predicates)).eval()
+    state = wide.state_dict()
+    hs = model.config.head_size
+    for key, value in model.state_dict().items():
+        head = key.split(".")[0]
+        if head not in ("head_head", "tail_head"):
+            state[key] = value
+        elif isinstance(getattr(model, head), EfficientGlobalPointer) and ".bias_dense." in key:
+            state[key][:n] = value[:n]  # per-predicate start biases, then end biases
+            state[key][predicates : predicates + n] = value[n:]
+        elif isinstance(getattr(model, head), EfficientGlobalPointer):
+            state[key] = value  # the shared q / k projection
+        else:
+            state[key][: n * 2 * hs] = value  # GlobalPointer: one 2 * hs block per predicate
+    wide.load_state_dict(state)
+    save_spo_checkpoint(wide, dst)
+    added: list = [f"关系{i}" for i in range(n, predicates)]
+    if isinstance(own[0], dict):
+        added = [{"name": name, "subject_type": "实体", "object_type": "实体"} for name in added]
+    names = own + added
+    (dst / "predicates.json").write_text(json.dumps(names, ensure_ascii=False, indent=1), encoding="utf-8")
+    shutil.copyfile(src / "vocab.txt", dst / "vocab.txt")
+    metrics_path = src / "metrics.json"
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
+    if max_seq_len is not None:
+        metrics["max_seq_len"] = max_seq_len
+    if metrics:
+        (dst / "metrics.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
+    return dst
+
+
 def build_size(size: str, bench_dir: Path = BENCH_DIR, seed: int = 0) -> Path:
     """Build ``size``'s serving models through the bridge (skipped when built); their root."""
     if size == "demo":

@@ -304,7 +304,7 @@ class EfficientGlobalPointer(nn.Module):
         return _mask_logits(logits, pair_mask, pos, self.tril_mask)
 
 
-def _offset_init_(head: GlobalPointer, offset: float) -> None:
+def offset_init_(head: GlobalPointer, offset: float) -> None:
     """Set the q / k biases to +a / -a so every (non-RoPE) logit starts near ``-offset``.
 
     Most relation cells are negative: starting there skips the first phase of training.
@@ -336,7 +336,20 @@ class SPOModel(nn.Module):
             self.bert.embeddings.position_embeddings.weight.mul_(cfg.position_init_scale)
         if cfg.relation_init_offset > 0 and not cfg.efficient_heads:
             for head in (self.head_head, self.tail_head):
-                _offset_init_(head, cfg.relation_init_offset)
+                offset_init_(head, cfg.relation_init_offset)
+
+    def _encode(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, attention_mask: torch.Tensor,
+        position_offset: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        """(sequence output [B, L, H], pair mask [B, 1, L, L], positions [L])."""
+        position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)
+        if isinstance(position_offset, int) and position_offset:  # a plain int: never traced
+            position_ids = position_ids + position_offset
+        seq = self.bert(input_ids, token_type_ids, attention_mask, position_ids)
+        m = attention_mask.to(torch.float32)
+        pair_mask = m.unsqueeze(1).unsqueeze(3) * m.unsqueeze(1).unsqueeze(2)  # [B, 1, L, L]
+        return seq, pair_mask, position_ids.to(torch.float32)
 
     def forward(
         self,
@@ -346,18 +359,61 @@ class SPOModel(nn.Module):
         position_offset: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits for int64 [B, L] inputs; ``position_offset`` shifts positions (training only)."""
-        position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)
-        if isinstance(position_offset, int) and position_offset:  # a plain int: never traced
-            position_ids = position_ids + position_offset
-        seq = self.bert(input_ids, token_type_ids, attention_mask, position_ids)
-        m = attention_mask.to(torch.float32)
-        pair_mask = m.unsqueeze(1).unsqueeze(3) * m.unsqueeze(1).unsqueeze(2)  # [B, 1, L, L]
-        pos = position_ids.to(torch.float32)
+        seq, pair_mask, pos = self._encode(input_ids, token_type_ids, attention_mask, position_offset)
         return (
             self.entity_head(seq, pair_mask, pos),
             self.head_head(seq, pair_mask, pos),
             self.tail_head(seq, pair_mask, pos),
         )
+
+    def entity_and_hidden(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sparse model's outputs: ``entity`` [B, 2, L, L] logits and the encoder states
+        ``hidden`` [B, L, H] the relation heads read (:func:`relation_head_arrays`)."""
+        seq, pair_mask, pos = self._encode(input_ids, token_type_ids, attention_mask)
+        return self.entity_head(seq, pair_mask, pos), seq
+
+
+class SparseSPOModel(nn.Module):
+    """What a sparse SPO model exports: :meth:`SPOModel.entity_and_hidden` (the relation heads
+    stay out of the graph and are scored at candidate pairs by ``pipeline.spo_heads``)."""
+
+    def __init__(self, model: SPOModel):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.entity_and_hidden(input_ids, token_type_ids, attention_mask)
+
+
+def relation_head_arrays(model: SPOModel) -> dict[str, object]:
+    """The relation heads' weights as float32 numpy arrays (``pipeline.spo_heads`` names:
+    ``head.weight``, ``head.bias``, and for Efficient GlobalPointer ``head.bias_weight``,
+    ``head.bias_bias``; the same for ``tail``)."""
+    out: dict[str, object] = {}
+    for name, head in (("head", model.head_head), ("tail", model.tail_head)):
+        out[f"{name}.weight"] = head.dense.weight.detach().float().numpy()
+        out[f"{name}.bias"] = head.dense.bias.detach().float().numpy()
+        if isinstance(head, EfficientGlobalPointer):
+            out[f"{name}.bias_weight"] = head.bias_dense.weight.detach().float().numpy()
+            out[f"{name}.bias_bias"] = head.bias_dense.bias.detach().float().numpy()
+    return out
+
+
+def relation_heads_card(model: SPOModel) -> dict[str, object]:
+    """The model card's ``relation_heads`` entry for ``model`` (``pipeline.model_card``)."""
+    head = model.head_head
+    return {
+        "file": "relation_heads.npz",
+        "hidden_size": model.config.hidden_size,
+        "efficient": isinstance(head, EfficientGlobalPointer),
+        "head_size": head.head_size,
+        "rope": head.rope,
+        "tril_mask": head.tril_mask,
+    }
 
 
 def save_spo_checkpoint(model: SPOModel, ckpt_dir: str | Path) -> Path:

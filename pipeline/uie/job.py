@@ -247,6 +247,7 @@ class UIEJob:
             self._finish_stage({})
             return self.next_rows()
         self._handed_out = True
+        self._outputs: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(self._rows)
         return list(self._rows)
 
     # -- reading model outputs ---------------------------------------------------------------
@@ -259,6 +260,24 @@ class UIEJob:
             raise ValueError(
                 f"expected {len(self._rows)} probability rows, got {len(start_prob)}/{len(end_prob)}"
             )
+        self._decode_stage(start_prob, end_prob)
+
+    def row_done(self, index: int, start_prob: np.ndarray, end_prob: np.ndarray) -> None:
+        """Row ``index`` of the last :meth:`next_rows` ran (the runner's call, row by row)."""
+        if self._rows is None or not self._handed_out:
+            raise RuntimeError("row_done() called without pending rows; call next_rows() first")
+        n = len(self._rows[index])
+        self._outputs[index] = (start_prob[:n].copy(), end_prob[:n].copy())
+
+    def stage_done(self) -> None:
+        """Every row of the last :meth:`next_rows` ran: decode them and advance a stage."""
+        missing = [i for i, out in enumerate(self._outputs) if out is None]
+        if self._rows is None or len(self._outputs) != len(self._rows) or missing:
+            raise RuntimeError(f"stage_done() before every row ran (missing {missing[:5]})")
+        starts, ends = zip(*self._outputs, strict=True) if self._outputs else ((), ())
+        self._decode_stage(starts, ends)
+
+    def _decode_stage(self, start_prob: Sequence[np.ndarray], end_prob: Sequence[np.ndarray]) -> None:
         labels_of = {(q.text_idx, q.prompt): q.node.labels for q in self._queries}
         answers: dict[tuple[int, str], _Answer] = {}
         for i, (row, m) in enumerate(zip(self._rows, self._meta, strict=True)):

@@ -21,6 +21,7 @@ HOPS = [
     ("spo", "torch", "onnx"),
     ("spo", "onnx", "paddle"),
     ("spo", "paddle", "serving"),
+    ("spo", "torch dense", "served sparse"),
     ("spo", "served paddle", "served onnx"),
     ("spo", "served onnx", "served onnx int8"),
 ]
@@ -36,14 +37,15 @@ LAYOUT = (
     "vocab.txt",
     "model_card.json",
 )
+SPO_LAYOUT = ("relation_heads.npz",)
 ROW_KEYS = {
     *("model", "from", "to", "max_abs_diff", "atol", "cases", "decoded_equal", "passed"),
-    *("seconds", "peak_rss_mib"),
+    *("seconds", "peak_rss_mib", "children_peak_rss_mib"),
 }
 ACCURACY_ROW_KEYS = {
     *("model", "from", "to", "kind", "eval_set", "texts", "agreement_f1", "identical_texts"),
     *("f1_from", "f1_to", "f1_delta", "max_abs_diff", "min_agreement_f1", "passed"),
-    *("seconds", "peak_rss_mib"),
+    *("seconds", "peak_rss_mib", "children_peak_rss_mib"),
 }
 
 
@@ -123,7 +125,7 @@ def test_layout_and_model_cards(built) -> None:
     out, _, uie_ckpt, _ = built
     for spec in (UIE_SPEC, SPO_SPEC):
         d = out / spec.name
-        for rel in LAYOUT:
+        for rel in LAYOUT + (SPO_LAYOUT if spec.task == "spo" else ()):
             assert (d / rel).is_file(), rel
         card = json.loads((d / "model_card.json").read_text(encoding="utf-8"))
         assert card["name"] == spec.name and card["task"] == spec.task
@@ -144,6 +146,11 @@ def test_layout_and_model_cards(built) -> None:
     spo_card = json.loads((out / "spo" / "model_card.json").read_text(encoding="utf-8"))
     assert [p["name"] for p in spo_card["predicates"]] == [p.name for p in demo_data.PREDICATES[:3]]
     assert spo_card["max_seq_len"] == 256
+    assert spo_card["outputs"] == ["entity", "hidden"]  # sparse: no [B, P, L, L] maps served
+    assert spo_card["relation_heads"] == {
+        "file": "relation_heads.npz", "hidden_size": 32, "efficient": False, "head_size": 16,
+        "rope": False, "tril_mask": False,
+    }  # fmt: skip
     import onnx
 
     graph = onnx.load(str(out / "uie" / "model.onnx")).graph

@@ -17,7 +17,7 @@ from conversion.metrics import spo_gold_facts, spo_predicted_facts
 from conversion.parity import make_cases, spo_decoder
 from conversion.quantize import QUANTIZED_OPS, QuantizationError, op_counts, quantize_model, quantize_weights
 from conversion.spec import SPO_SPEC, UIE_SPEC, Int8Spec
-from pipeline.model_card import load_model_card
+from pipeline.model_card import load_model_card, load_relation_heads_of
 from pipeline.tokenizer import IETokenizer
 
 pytestmark = pytest.mark.skipif(not (SERVING_MODEL / "parity.json").exists(), reason="demo models not built")
@@ -85,7 +85,8 @@ def _spo_hop_args(out_dir: Path, texts_n: int = 60) -> dict:
     cases, card, tokenizer, inputs = _cases(SPO_SPEC, out_dir, n=6)
     full = inputs.evaluation(True, spo_gold_facts)
     evaluation = dataclasses.replace(full, texts=full.texts[:texts_n], gold=full.gold[:texts_n])
-    decode = spo_decoder(evaluation.texts, tokenizer, card.predicate_names, card.max_seq_len)
+    heads = load_relation_heads_of(out_dir, card)
+    decode = spo_decoder(evaluation.texts, tokenizer, card.predicate_names, card.max_seq_len, heads)
     return {
         "out_dir": out_dir, "work_dir": None, "arch": card.model_extra["architecture"], "cases": cases,
         "decode": decode, "facts": spo_predicted_facts, "evaluation": evaluation, "convert": True,
@@ -140,7 +141,8 @@ def test_a_users_gold_records_judge_their_model(tmp_path) -> None:
     card = load_model_card(out_dir)
     tokenizer = IETokenizer.from_file(out_dir / card.vocab, card.tokenizer.settings)
     args["evaluation"] = evaluation
-    args["decode"] = spo_decoder(evaluation.texts, tokenizer, card.predicate_names, card.max_seq_len)
+    heads = load_relation_heads_of(out_dir, card)
+    args["decode"] = spo_decoder(evaluation.texts, tokenizer, card.predicate_names, card.max_seq_len, heads)
     log = bridge.ParityLog(tmp_path / "parity.json")
     bridge.int8_hop(SPO_SPEC, log=log, **args)
     [row] = log.rows

@@ -23,7 +23,7 @@ from conversion.parity import (
     onnx_engine,
     pad_rows,
 )
-from conversion.spec import SPO_SPEC, UIE_SPEC
+from conversion.spec import SPO_DENSE_SPEC, SPO_SPEC, UIE_SPEC
 from pipeline.tokenizer import IETokenizer, build_vocab
 
 TEXTS = [
@@ -196,10 +196,10 @@ def test_spo_onnx_passes_and_perturbed_initializer_fails(tokenizer: IETokenizer,
         intermediate_size=64, num_predicates=3, head_size=16,
     )  # fmt: skip
     model = SPOModel(cfg).eval()
-    path = export_onnx(model, tmp_path / "spo.onnx")
-    cases = make_cases(SPO_SPEC, tokenizer, TEXTS, seed=0)
-    reference = torch_engine(model)
-    assert check(SPO_SPEC, "torch", "onnx", reference, onnx_engine(path), cases).passed
+    path = export_onnx(model, tmp_path / "spo.onnx", SPO_DENSE_SPEC)
+    cases = make_cases(SPO_DENSE_SPEC, tokenizer, TEXTS, seed=0)
+    reference = torch_engine(model, SPO_DENSE_SPEC)
+    assert check(SPO_DENSE_SPEC, "torch", "onnx", reference, onnx_engine(path), cases).passed
 
     proto = onnx.load(str(path))
     init = next(i for i in proto.graph.initializer if i.name.endswith("embeddings.LayerNorm.bias"))
@@ -208,5 +208,5 @@ def test_spo_onnx_passes_and_perturbed_initializer_fails(tokenizer: IETokenizer,
     init.CopyFrom(numpy_helper.from_array(arr, init.name))
     onnx.save(proto, str(tmp_path / "bad.onnx"))
     with pytest.raises(ParityError) as e:
-        check(SPO_SPEC, "torch", "onnx", reference, onnx_engine(tmp_path / "bad.onnx"), cases)
-    assert e.value.max_abs_diff > SPO_SPEC.atol
+        check(SPO_DENSE_SPEC, "torch", "onnx", reference, onnx_engine(tmp_path / "bad.onnx"), cases)
+    assert e.value.max_abs_diff > SPO_DENSE_SPEC.atol

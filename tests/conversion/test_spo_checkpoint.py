@@ -16,7 +16,9 @@ import torch
 
 from conversion.errors import CheckpointError
 from conversion.models.spo_checkpoint import load_spo_checkpoint
-from pipeline.spo_decode import decode_spo_dense
+from conversion.models.spo_torch import relation_head_arrays, relation_heads_card
+from pipeline.spo_decode import decode_spo, decode_spo_dense, extract_sparse_cells
+from pipeline.spo_heads import load_relation_heads, save_relation_heads
 from pipeline.tokenizer import IETokenizer, build_vocab
 from tests.conversion.gplinker_reference import ReferenceGPLinker, spread_head_weights_
 
@@ -121,6 +123,33 @@ def _assert_same(ref, ours, tokenizer) -> None:
     assert sum(len(x) for x in want) > 0, "no triple decoded: the comparison would be empty"
 
 
+def _assert_sparse_same(ref, ours, tokenizer, tmp_path: Path) -> None:
+    """The served sparse path of ``ours`` (entity + encoder states, relation heads read back from
+    the npz the bridge writes) decodes what the reference's dense outputs decode."""
+    rows, ids, types, mask = _batch(tokenizer)
+    with torch.no_grad():
+        expected = ref(ids, types, mask)
+        entity, hidden = ours.entity_and_hidden(ids, types, mask)
+    save_relation_heads(tmp_path / "heads.npz", relation_head_arrays(ours))
+    shape = {k: v for k, v in relation_heads_card(ours).items() if k != "file"}
+    heads = load_relation_heads(tmp_path / "heads.npz", len(PREDICATES), **shape)
+    threshold = _threshold(expected)
+    want = _decoded(expected, rows, threshold)
+    have = [
+        decode_spo(
+            extract_sparse_cells(
+                entity[i].numpy(), hidden[i].numpy(), heads, rows[i].text_start, rows[i].text_end, threshold
+            ),
+            rows[i].offsets, TEXTS[i], PREDICATES,
+        )
+        for i in range(len(rows))
+    ]  # fmt: skip
+    assert [[t | {"score": 0} for t in r] for r in have] == [[t | {"score": 0} for t in r] for r in want]
+    for got_row, want_row in zip(have, want, strict=True):
+        for got, wanted in zip(got_row, want_row, strict=True):
+            assert got["score"] == pytest.approx(wanted["score"], abs=1e-5)
+
+
 @pytest.mark.parametrize(
     ("layout", "efficient", "encoder", "names", "weights"),
     [
@@ -135,7 +164,9 @@ def test_each_layout_computes_what_its_reference_computes(
 ) -> None:
     ref, config = _reference(tokenizer, layout, efficient, encoder, names)
     ckpt = _save(ref, config, tmp_path / "ckpt", weights)
-    _assert_same(ref, load_spo_checkpoint(ckpt), tokenizer)
+    ours = load_spo_checkpoint(ckpt)
+    _assert_same(ref, ours, tokenizer)
+    _assert_sparse_same(ref, ours, tokenizer, tmp_path)
 
 
 @pytest.mark.parametrize("stated", ["ie", "bert4torch"])

@@ -9,7 +9,7 @@ from typing import Any
 from conversion import demo_data
 from conversion.parity import spo_decoder, uie_decoder
 from pipeline.backends import create_backend
-from pipeline.model_card import load_model_card
+from pipeline.model_card import load_model_card, load_relation_heads_of
 from pipeline.tokenizer import IETokenizer
 
 
@@ -30,7 +30,8 @@ def offline_answers(
         reading = {"split_sentence": card.reading.split_sentence}
         decode = uie_decoder(texts, schema, tokenizer, card.max_seq_len, **reading)
     else:
-        decode = spo_decoder(texts, tokenizer, card.predicate_names, card.max_seq_len)
+        heads = load_relation_heads_of(model_dir, card)
+        decode = spo_decoder(texts, tokenizer, card.predicate_names, card.max_seq_len, heads)
     engine = create_backend("onnx", model_dir, card, threads=threads, precision=precision)
     try:
         return decode(engine.infer)

@@ -187,19 +187,25 @@ def test_all_positive_rows_are_capped_not_quadratic():
     decode_spo(cells, offsets, "字" * length, [f"p{i}" for i in range(preds)])
 
 
-def test_cells_are_every_positive_inside_the_text_window():
-    """Sparse random logits: the cells found are exactly those > threshold with both token
-    indices in the window, in C order, whatever the window."""
+def test_cells_are_the_positives_inside_the_text_window_at_span_token_pairs():
+    """Sparse random logits: spans are exactly the entity cells > threshold with both token
+    indices in the window; head cells are the positives at (subject start, object start) token
+    pairs of those spans (the only cells decoding reads), in C order, whatever the window."""
     rng = np.random.default_rng(7)
     length, preds = 40, 5
-    so_head = np.where(rng.random((preds, length, length)) < 0.02, 1.5, -3.0).astype(np.float32)
-    entity = np.where(rng.random((2, length, length)) < 0.02, 0.5, -3.0).astype(np.float32)
+    so_head = np.where(rng.random((preds, length, length)) < 0.2, 1.5, -3.0).astype(np.float32)
+    entity = np.where(rng.random((2, length, length)) < 0.05, 0.5, -3.0).astype(np.float32)
     for start, end in ((1, 39), (0, 40), (5, 17), (3, 3)):
         cells = extract_cells(entity, so_head, so_head, start, end, threshold=0.0)
-        inside = np.zeros_like(so_head, dtype=bool)
-        inside[:, start:end, start:end] = True
-        expected = np.argwhere((so_head > 0) & inside)
+        inside = np.zeros((length, length), dtype=bool)
+        inside[start:end, start:end] = True
+        subjects = np.argwhere((entity[0] > 0) & inside)
+        objects = np.argwhere((entity[1] > 0) & inside)
+        assert cells.subjects.tolist() == subjects.tolist()
+        pairs = np.zeros_like(so_head, dtype=bool)
+        if len(subjects) and len(objects):
+            pairs[:, np.unique(subjects[:, 0])[:, None], np.unique(objects[:, 0])[None, :]] = True
+        expected = np.argwhere((so_head > 0) & pairs)
         assert cells.heads.tolist() == expected.tolist()
         assert cells.head_scores.tolist() == [1.5] * len(expected)
-        subjects = np.argwhere((entity[0] > 0) & inside[0])
-        assert cells.subjects.tolist() == subjects.tolist()
+        assert (len(expected) > 0) == (end > start)  # the test sees cells where it can
