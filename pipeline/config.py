@@ -71,7 +71,16 @@ class Limits(_Strict):
     max_texts: int = Field(default=64, ge=1)
     max_text_chars: int = Field(default=20_000, ge=1)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
-    max_schema_nodes: int = Field(default=64, ge=1)
+    max_schema_nodes: int = Field(default=256, ge=1, description="names in a UIE schema, all levels")
+    max_rows_per_request: int = Field(
+        default=16_384, ge=1, description="engine rows one request may make (prompts x windows, all stages)"
+    )
+    max_output_bytes_per_call: int = Field(
+        default=512 * 2**20,
+        ge=2**20,
+        description="engine outputs of one call: rows per call are cut to fit; a model whose one row "
+        "at its max_seq_len would not fit is refused at load",
+    )
     max_json_depth: int = Field(default=64, ge=2, le=512, description="lists/objects nested in any JSON")
     request_timeout_ms: int = Field(default=30_000, ge=100)
     max_url_bytes: int = Field(default=8192, ge=256, description="HTTP request target (414 over it)")

@@ -50,7 +50,7 @@ from pipeline.metrics import (
 )
 from pipeline.models import ServedModel, load_served_models
 from pipeline.registry import LoadedModel, ModelRegistry
-from pipeline.runner import run_jobs
+from pipeline.runner import RunBounds, run_jobs
 from pipeline.schemas import encode_results
 
 logger = logging.getLogger(__name__)
@@ -248,14 +248,23 @@ class IEService:
         record_queue(group, time.perf_counter(), self.metrics)
         started = time.perf_counter()
         try:
+            limits = self.settings.limits
+            bounds = RunBounds(
+                max_batch_rows=self.settings.batch_rows_of(served.settings),
+                max_output_bytes=limits.max_output_bytes_per_call,
+                row_output_bytes=served.card.output_bytes_per_row,
+                max_job_rows=limits.max_rows_per_request,
+            )
             stats = run_jobs(
                 model.engine,
                 [job.engine for job in group],
                 served.card.inputs,
                 served.card.outputs,
-                max_batch_rows=self.settings.batch_rows_of(served.settings),
                 pad_id=served.tokenizer.pad_id,
+                bounds=bounds,
             )
+            for index, error in stats.refused.items():
+                group[index].failure = error
         except IEError as e:  # a client error keeps its message; an engine error is internal
             logger.error("model %s: batch of %d requests failed: %s", served.name, len(group), e.message)
             for job in group:
