@@ -260,7 +260,9 @@ class UIEJob:
             raise ValueError(
                 f"expected {len(self._rows)} probability rows, got {len(start_prob)}/{len(end_prob)}"
             )
-        self._decode_stage(start_prob, end_prob)
+        for i, (start, end) in enumerate(zip(start_prob, end_prob, strict=True)):
+            self.row_done(i, start, end)
+        self.stage_done()
 
     def row_done(self, index: int, start_prob: np.ndarray, end_prob: np.ndarray) -> None:
         """Row ``index`` of the last :meth:`next_rows` ran (the runner's call, row by row)."""
@@ -274,10 +276,7 @@ class UIEJob:
         missing = [i for i, out in enumerate(self._outputs) if out is None]
         if self._rows is None or len(self._outputs) != len(self._rows) or missing:
             raise RuntimeError(f"stage_done() before every row ran (missing {missing[:5]})")
-        starts, ends = zip(*self._outputs, strict=True) if self._outputs else ((), ())
-        self._decode_stage(starts, ends)
-
-    def _decode_stage(self, start_prob: Sequence[np.ndarray], end_prob: Sequence[np.ndarray]) -> None:
+        start_prob, end_prob = zip(*self._outputs, strict=True) if self._outputs else ((), ())
         labels_of = {(q.text_idx, q.prompt): q.node.labels for q in self._queries}
         answers: dict[tuple[int, str], _Answer] = {}
         for i, (row, m) in enumerate(zip(self._rows, self._meta, strict=True)):
