@@ -174,6 +174,11 @@ def request_body(task: str, text: str, schema: str | None) -> dict[str, str]:
     return build_request(task, text, schema)
 
 
+def http_body(kv: dict[str, str]) -> str:
+    """Paddle Serving's JSON body (``key`` / ``value`` lists) carrying ``kv``."""
+    return json.dumps({"key": list(kv), "value": list(kv.values())}, ensure_ascii=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kind", choices=["http", "rpc", "triton"], required=True)
@@ -188,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     kv = request_body(args.task, args.text, args.schema)
     loopback_target(args.target)
-    body = json.dumps({"key": list(kv), "value": list(kv.values())}, ensure_ascii=False)
+    body = http_body(kv)
     if args.kind == "http":
 
         def make() -> Sender:

@@ -230,14 +230,14 @@ def measure_raw(
 
 def measure_served(model_dir: Path, backend: str, seq_len: int, plan: Plan, work: Path) -> list[dict]:
     """The service on ``backend`` over HTTP at each concurrency: rows/s, latency, peak RSS."""
-    from client.bench.loadgen import http_sender, request_body, run_load
+    from client.bench.loadgen import http_body, http_sender, request_body, run_load
     from client.bench.local_server import run_server
     from pipeline.model_card import load_model_card
     from pipeline.tokenizer import IETokenizer
 
     card = load_model_card(model_dir)
     tokenizer = IETokenizer.from_file(model_dir / card.vocab, card.tokenizer.settings)
-    body = json.dumps(request_body("spo", request_text(tokenizer, "spo", seq_len), None)).encode()
+    body = http_body(request_body("spo", request_text(tokenizer, "spo", seq_len), None)).encode()
     rows = []
     with run_server(work, backend=backend, models={"spo": {"dir": str(model_dir)}}) as srv:
         target = f"127.0.0.1:{srv.http_port}"
@@ -363,6 +363,7 @@ ROW_FIELDS = (
     "spans_per_row",
     "p50_ms",
     "p99_ms",
+    "errors",
     "server_rss_mib",
 )
 
