@@ -5,9 +5,10 @@ python -m client.bench.spo_scale --out bench_out/spo_scale --sizes nano --predic
     --seq-lens 256,512 --duration 8
 
 Per encoder size and predicate count P, a random-weight GPLinker checkpoint (plain GlobalPointer,
-head size 64; the entity head set so a row has about ``--candidates`` subject and object spans,
-the relation heads offset-initialised, as an untrained model's) goes through the bridge (its
-time and peak RSS recorded), and is measured three ways:
+head size 64; the entity head set so a row of the longest ``--seq-lens`` has about
+``--candidates`` subject and object spans per 256 tokens, the relation heads offset-initialised,
+as an untrained model's) goes through the bridge (its time and peak RSS recorded), and is
+measured three ways:
 
 * ``raw dense``: ONNX Runtime on the dense export (``so_head`` / ``so_tail`` [P, L, L]) plus the
   cell extraction decoding needs, per row, at batch 1 and 8;
@@ -87,9 +88,12 @@ def _calibrate_entity_head(model, feeds, candidates: int) -> None:
     offset_init_(model.entity_head, hi)
 
 
-def scale_checkpoint(size: str, predicates: int, work: Path, candidates: int, seed: int = 0) -> Path:
+def scale_checkpoint(
+    size: str, predicates: int, work: Path, candidates: int, calibrate_len: int = 256, seed: int = 0
+) -> Path:
     """A random-weight SPO checkpoint of encoder ``size`` with ``predicates`` relations (see the
-    module docstring); its directory."""
+    module docstring), its entity head set on a row of ``calibrate_len`` tokens to about
+    ``candidates`` spans per 256 tokens; its directory."""
     import torch
 
     from conversion import demo_data
@@ -112,15 +116,16 @@ def scale_checkpoint(size: str, predicates: int, work: Path, candidates: int, se
     )  # fmt: skip
     model = SPOModel(config).eval()
     tokenizer = IETokenizer.from_file(vocab)
-    enc = tokenizer.encode(request_text(tokenizer, "spo", 256), max_len=512)
+    enc = tokenizer.encode(request_text(tokenizer, "spo", calibrate_len), max_len=calibrate_len)
     ids = torch.tensor([enc.input_ids])
     feeds = (ids, torch.tensor([enc.token_type_ids]), torch.ones_like(ids))
-    _calibrate_entity_head(model, feeds, candidates)
+    _calibrate_entity_head(model, feeds, candidates * calibrate_len // 256)
     logger.info(
-        "%s P=%d: %s subject / object spans in a 256-token row",
+        "%s P=%d: %s subject / object spans in a %d-token row",
         size,
         predicates,
         _entity_counts(model, feeds),
+        calibrate_len,
     )
     bench_models.save_hf_layout(model, ckpt)
     shutil.copyfile(vocab, ckpt / "vocab.txt")
@@ -269,8 +274,9 @@ def run(plan: Plan, out: Path, work: Path = WORK) -> dict:
     builds: list[dict] = []
     for size in plan.sizes:
         for p in plan.predicates:
-            cell = work / f"{size}-p{p}"
-            ckpt = scale_checkpoint(size, p, cell, plan.candidates)
+            longest = max(plan.seq_lens)
+            cell = work / f"{size}-p{p}-cal{longest}"
+            ckpt = scale_checkpoint(size, p, cell, plan.candidates, calibrate_len=longest)
             t0 = time.perf_counter()
             built = build_served(ckpt, cell)
             builds.append(
@@ -438,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq-lens", default="256,512")
     parser.add_argument("--served-backends", default="onnx,paddle")
     parser.add_argument("--no-served-dense", action="store_true")
-    parser.add_argument("--candidates", type=int, default=16, help="subject / object spans per 256-token row")
+    parser.add_argument("--candidates", type=int, default=16, help="subject / object spans per 256 tokens")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per served cell (raw: half)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, default=WORK)
