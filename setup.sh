@@ -25,6 +25,7 @@ else
   "$py" -m pip install -q "${reqs[@]}"
   # Their declared pins cannot be met on Python 3.11; what they import is pinned in requirements*.txt.
   "$py" -m pip install -q --no-deps -r requirements-nodeps.txt
+  [ "$mode" = "--dev" ] && "$py" -m pip install -q --no-deps -r requirements-dev-nodeps.txt
 fi
 # The playground's browser test drives Debian's Chromium (a CJK font for its screenshots).
 if [ "$mode" = "--dev" ] && ! command -v chromedriver >/dev/null && [ "$(id -u)" = 0 ] \

@@ -18,7 +18,7 @@ from ops.decode_op import DecodeOp
 from ops.model_op import ModelOp
 from ops.tokenize_op import TokenizeOp
 from pipeline.backends import resolve_backend
-from pipeline.config import ServiceConfig, load_config
+from pipeline.config import ServiceConfig, load_config, models_from_cli
 from pipeline.errors import ConfigError
 from pipeline.gateway import GatewayApp
 from pipeline.http.servers import HttpServers, bind
@@ -227,12 +227,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="config.yml")
     parser.add_argument("--backend", choices=["auto", "paddle", "onnx"], help="overrides ie.backend")
     parser.add_argument("--http-gateway", choices=["auto", "go", "python"], help="overrides ie.http_gateway")
+    parser.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME=DIR",
+        help="serve the bridge-built DIR as model NAME (repeatable; replaces ie.models)",
+    )
     args = parser.parse_args(argv)
-    overrides = {k: v for k, v in (("backend", args.backend), ("http_gateway", args.http_gateway)) if v}
+    overrides: dict[str, object] = {
+        k: v for k, v in (("backend", args.backend), ("http_gateway", args.http_gateway)) if v
+    }
     configure_logging()
     tokenize_in_calling_threads()
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: every stack to the log
     try:
+        if args.model:
+            overrides["models"] = models_from_cli(args.model)
         config = load_config(args.config, overrides)
         configure_logging(config.ie.log_level)
         if not config.ie.serving_request_logs:

@@ -46,6 +46,7 @@ from conversion.parity import (
     uie_decoder,
 )
 from conversion.spec import SPECS, SPO_SPEC, UIE_SPEC, ConversionSpec
+from conversion.trained_length import served_length
 from pipeline.model_card import TokenizerCard
 from pipeline.tokenizer import IETokenizer, read_tokenizer_settings
 
@@ -307,14 +308,6 @@ def model_card(
     return card
 
 
-def served_max_seq_len(ckpt: Path, default: int) -> int:
-    """The row length to serve with: what the model was trained at when its metrics.json says
-    (positions beyond it are untrained; longer texts go through overlapping windows)."""
-    metrics = _metrics(ckpt) or {}
-    trained = metrics.get("max_seq_len")
-    return min(default, int(trained)) if trained else default
-
-
 def is_fresh(out_dir: Path, ckpt: Path) -> bool:
     """True when ``out_dir`` holds a complete conversion of ``ckpt`` newer than the checkpoint."""
     card_path = out_dir / CARD
@@ -436,7 +429,7 @@ def _write_card(out_dir: Path, card: dict[str, Any]) -> None:
 
 def process_uie(
     ckpt: Path, out_dir: Path, work_dir: Path | None, inputs: ParityInputs, log: ParityLog, seed: int,
-    convert: bool, demo: bool, int8: bool = True,
+    convert: bool, demo: bool, int8: bool = True, max_seq_len: int | None = None,
 ) -> None:  # fmt: skip
     """Load, convert (if ``convert``) and check the UIE model (and its INT8 file if ``int8``);
     write its card."""
@@ -454,7 +447,8 @@ def process_uie(
         config = UIEConfig.from_checkpoint_dir(ckpt)
         logger.info("uie: %s holds an exported static model (%s); converting it", ckpt, static_dir)
     tokenizer = checkpoint_tokenizer(ckpt)
-    max_seq_len = served_max_seq_len(ckpt, min(512, config.max_position_embeddings))
+    length = served_length(ckpt, config.max_position_embeddings, max_seq_len)
+    max_seq_len = length.max_seq_len
     cases = make_cases(UIE_SPEC, tokenizer, inputs.texts, seed, prompts=inputs.prompts)
     decode = uie_decoder(inputs.decode_texts, inputs.uie_schema, tokenizer, max_seq_len)
     checker = make_checker(UIE_SPEC, cases, decode, log)
@@ -470,6 +464,7 @@ def process_uie(
     source_format = "dygraph" if static_dir is None else "static"
     arch = {"type": "ernie-uie", "source_format": source_format, **config.to_dict()}
     card = model_card(UIE_SPEC, ckpt, demo, files, arch, max_seq_len, probe, tokenizer)
+    card["max_seq_len_source"] = length.source
     _write_card(out_dir, card)
     check_served(out_dir, checker)
     evaluation = inputs.evaluation(demo, uie_gold_facts)
@@ -484,7 +479,7 @@ def process_uie(
 
 def process_spo(
     ckpt: Path, out_dir: Path, work_dir: Path | None, inputs: ParityInputs, log: ParityLog, seed: int,
-    convert: bool, demo: bool, int8: bool = True,
+    convert: bool, demo: bool, int8: bool = True, max_seq_len: int | None = None,
 ) -> None:  # fmt: skip
     """Load, convert (if ``convert``) and check the SPO model (and its INT8 file if ``int8``);
     write its card."""
@@ -506,7 +501,8 @@ def process_spo(
     model = load_spo_checkpoint(ckpt)
     tokenizer = checkpoint_tokenizer(ckpt)
     predicates = [p["name"] for p in _spo_predicates(ckpt)]
-    max_seq_len = served_max_seq_len(ckpt, SPO_SPEC.max_seq_len)
+    length = served_length(ckpt, model.config.max_position_embeddings, max_seq_len)
+    max_seq_len = length.max_seq_len
     heads_card = relation_heads_card(model)
     heads_file = out_dir / heads_card["file"]
     if convert:
@@ -523,6 +519,7 @@ def process_spo(
     probe = onednn_probe(SPO_SPEC, art.serving_server, files, cases)
     arch = {"type": "bert-gplinker", **asdict(model.config)}
     card = model_card(SPO_SPEC, ckpt, demo, files, arch, max_seq_len, probe, tokenizer)
+    card["max_seq_len_source"] = length.source
     _write_card(out_dir, {**card, "relation_heads": heads_card})
     sparse = check_sparse_hop(model, out_dir, cases, inputs.decode_texts, tokenizer, predicates, max_seq_len)
     log.record(sparse)
@@ -591,9 +588,11 @@ def build(
     only: str | None = None,
     int8: bool = True,
     eval_data: Path | None = None,
+    max_seq_len: int | None = None,
 ) -> int:
     """Build ``out`` (see the module docstring); the exit code. ``int8=False`` skips the INT8 hop;
-    ``eval_data``: gold records (:func:`read_eval_records`) the INT8 hop is judged on."""
+    ``eval_data``: gold records (:func:`read_eval_records`) the INT8 hop is judged on;
+    ``max_seq_len``: the row length to serve at (default: :mod:`conversion.trained_length`)."""
     t0 = time.perf_counter()
     names = [only] if only else list(MODELS)
     log = ParityLog.keeping(out / PARITY, set(MODELS) - set(names))
@@ -617,7 +616,9 @@ def build(
                 logger.info("%s: outputs are up to date with %s; checking only", name, ckpt)
             (out / name).mkdir(parents=True, exist_ok=True)
             log.start_hop()
-            process(ckpt, out / name, work / "export" / name, inputs, log, seed, convert, demo, int8)
+            process(
+                ckpt, out / name, work / "export" / name, inputs, log, seed, convert, demo, int8, max_seq_len
+            )
 
     code = _run_logged(run, log)
     if code == 0:
@@ -654,6 +655,7 @@ def check(out: Path, seed: int = 0) -> int:
                 False,
                 card.get("source") == "demo",
                 card.get("int8") is not None,
+                card["max_seq_len"],
             )
 
     code = _run_logged(run, log)
@@ -701,6 +703,11 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument(
         "--eval-data", type=Path, help="JSON lines with gold facts: the INT8 hop is judged by F1 on them"
     )
+    b.add_argument(
+        "--max-seq-len",
+        type=int,
+        help="tokens per row the model was trained at (default: what the checkpoint says, else 512)",
+    )
     c = sub.add_parser("check", help="re-run the parity checks of an existing serving_model")
     c.add_argument("--out", type=Path, default=Path("serving_model"))
     c.add_argument("--seed", type=int, default=0)
@@ -724,6 +731,7 @@ def main(argv: list[str] | None = None) -> int:
             args.only,
             not args.no_int8,
             args.eval_data,
+            args.max_seq_len,
         )
     return check(args.out, args.seed)
 

@@ -59,7 +59,6 @@ class ConversionSpec:
     opset: int = 13
     atol: float = 1e-4
     cases: CaseParams = field(default_factory=CaseParams)
-    max_seq_len: int = 256
     uses_prompts: bool = False
     masked_below: float | None = None
     int8: Int8Spec = field(default_factory=Int8Spec)
@@ -90,7 +89,6 @@ UIE_SPEC = ConversionSpec(
     outputs=("start_prob", "end_prob"),
     input_axes=tuple((n, _BL) for n in UIE_INPUTS),
     output_axes=(("start_prob", _BL), ("end_prob", _BL)),
-    max_seq_len=256,
     uses_prompts=True,
 )
 
@@ -103,7 +101,6 @@ SPO_SPEC = ConversionSpec(
     outputs=("entity", "hidden"),
     input_axes=tuple((n, _BL) for n in SPO_INPUTS),
     output_axes=(("entity", _BCLL), ("hidden", _BLH)),
-    max_seq_len=256,
     masked_below=-1e3,  # spo_torch fills masked cells with -1e4
 )
 

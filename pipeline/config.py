@@ -300,6 +300,19 @@ def _format_validation(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def models_from_cli(values: list[str]) -> dict[str, dict[str, str]]:
+    """``ie.models`` from ``--model NAME=DIR`` arguments (DIR relative to the working directory)."""
+    models: dict[str, dict[str, str]] = {}
+    for value in values:
+        name, sep, directory = value.partition("=")
+        if not sep or not name or not directory:
+            raise ConfigError(f"--model {value!r}: expected NAME=DIR, e.g. --model spo=my_models/spo")
+        if name in models:
+            raise ConfigError(f"--model {name} is given twice")
+        models[name] = {"dir": str(Path(directory).resolve())}
+    return models
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ServiceConfig:
     """Read and validate ``config.yml``; ``overrides`` replace keys of the ``ie`` section.
 

@@ -1,22 +1,25 @@
 """Reads an SPO checkpoint directory, as PyTorch GPLinker projects write it, into an :class:`SPOModel`.
 
-A checkpoint directory holds ``config.json`` (HF ``BertConfig`` keys plus GPLinker ones),
-``predicates.json``, ``vocab.txt`` and one weights file: ``model.safetensors`` (read without
-pickle), ``pytorch_model.bin`` or ``model.pt`` (``torch.load(weights_only=True)``).
+A checkpoint directory holds ``config.json`` (HF ``BertConfig`` keys plus GPLinker ones; or
+bert4torch's ``bert4torch_config.json``), ``predicates.json``, ``vocab.txt`` and one weights file:
+``model.safetensors`` (read without pickle), ``pytorch_model.bin`` or ``model.pt``
+(``torch.load(weights_only=True)``), or any one ``*.safetensors`` / ``*.bin`` / ``*.pt`` file.
 
-The state dict may name the encoder as a HF ``BertModel`` does under any prefix (``bert.``,
-``encoder.``, none); HF's ``*.position_ids`` buffers and the unused ``pooler.*`` are dropped. The
-three heads are found under this project's names or those of the public GPLinker code
-(:data:`HEAD_NAMES`, or ``config.json``'s ``head_keys``). ``head_layout`` says how the heads were
-written (:data:`LAYOUTS`): their RoPE pairing, EfficientGlobalPointer q/k split and bias order
-are converted once, here, into this project's layout, so the served model computes what the
-trained one did.
+The state dict may name the encoder as a HF ``BertModel`` does, or in bert4torch's own module
+names (what its ``save_weights`` writes; translated as its ``variable_mapping()`` does), under any
+prefix (``bert.``, ``encoder.``, none); HF's ``*.position_ids`` buffers and the unused pooler and
+MLM parts are dropped. The three heads are found under this project's names or those of the
+public GPLinker code (:data:`HEAD_NAMES`, or ``config.json``'s ``head_keys``). ``head_layout``
+says how the heads were written (:data:`LAYOUTS`; bert4torch's when its encoder names are found):
+their RoPE pairing, EfficientGlobalPointer q/k split and bias order are converted once, here,
+into this project's layout, so the served model computes what the trained one did.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -30,6 +33,8 @@ from conversion.models.spo_torch import ACTIVATIONS, CONFIG_FILE, PREDICATES_FIL
 logger = logging.getLogger(__name__)
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pt")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+CONFIG_FILES = (CONFIG_FILE, "bert4torch_config.json")  # the first one present is read
 
 
 @dataclass(frozen=True)
@@ -68,19 +73,46 @@ HEAD_NAMES = {
 # our projection -> names in GlobalPointer / EfficientGlobalPointer implementations
 PROJECTION_NAMES = {"dense": ("dense", "p_dense"), "bias_dense": ("bias_dense", "q_dense")}
 _DROPPED_SUFFIXES = ("position_ids",)
-_DROPPED_PARTS = ("pooler.",)
+_DROPPED_PARTS = ("pooler.", "nsp.", "mlmDense.", "mlmLayerNorm.", "mlmDecoder.", "mlmBias")
 _WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
+
+# bert4torch's BERT module names -> HF BertModel's (the mapping of bert4torch's variable_mapping())
+_BERT4TORCH_NAMES = tuple(
+    (re.compile(pattern), repl)
+    for pattern, repl in (
+        (r"^embeddings\.segment_embeddings\.", "embeddings.token_type_embeddings."),
+        (r"^embeddings\.layerNorm\.", "embeddings.LayerNorm."),
+        (r"^encoderLayer\.(\d+)\.multiHeadAttention\.q\.", r"encoder.layer.\1.attention.self.query."),
+        (r"^encoderLayer\.(\d+)\.multiHeadAttention\.k\.", r"encoder.layer.\1.attention.self.key."),
+        (r"^encoderLayer\.(\d+)\.multiHeadAttention\.v\.", r"encoder.layer.\1.attention.self.value."),
+        (r"^encoderLayer\.(\d+)\.multiHeadAttention\.o\.", r"encoder.layer.\1.attention.output.dense."),
+        (r"^encoderLayer\.(\d+)\.attnLayerNorm\.", r"encoder.layer.\1.attention.output.LayerNorm."),
+        (r"^encoderLayer\.(\d+)\.feedForward\.intermediateDense\.", r"encoder.layer.\1.intermediate.dense."),
+        (r"^encoderLayer\.(\d+)\.feedForward\.outputDense\.", r"encoder.layer.\1.output.dense."),
+        (r"^encoderLayer\.(\d+)\.ffnLayerNorm\.", r"encoder.layer.\1.output.LayerNorm."),
+    )
+)
+_BERT4TORCH_ENCODER = ("encoderLayer.",)
+_BERT4TORCH_CONFIG_KEYS = (
+    ("segment_vocab_size", "type_vocab_size"),
+    ("max_position", "max_position_embeddings"),
+)
 
 
 # -- files -------------------------------------------------------------------------------------
 
 
 def weights_file(ckpt_dir: Path) -> Path:
-    """The checkpoint's one weights file (:data:`WEIGHT_FILES`)."""
+    """The checkpoint's one weights file: one of :data:`WEIGHT_FILES`, else the one file ending
+    in :data:`WEIGHT_SUFFIXES` (as ``save_weights("best_model.pt")`` leaves it)."""
     found = [ckpt_dir / name for name in WEIGHT_FILES if (ckpt_dir / name).is_file()]
     if not found:
+        found = sorted(p for p in ckpt_dir.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
+    if not found:
         raise CheckpointError(
-            f"{ckpt_dir} has no weights file", f"put the state dict there as one of {', '.join(WEIGHT_FILES)}"
+            f"{ckpt_dir} has no weights file",
+            f"put the state dict there as one of {', '.join(WEIGHT_FILES)} "
+            f"(or one file ending in {', '.join(WEIGHT_SUFFIXES)})",
         )
     if len(found) > 1:
         raise CheckpointError(
@@ -123,11 +155,20 @@ def read_json(ckpt_dir: Path, name: str, fix: str) -> object:
         raise CheckpointError(f"{path} is not valid JSON ({e})") from None
 
 
+def config_file(ckpt_dir: Path) -> str:
+    """The name of the checkpoint's config file (:data:`CONFIG_FILES`)."""
+    return next((name for name in CONFIG_FILES if (ckpt_dir / name).is_file()), CONFIG_FILE)
+
+
 def read_config(ckpt_dir: Path) -> dict:
-    """``config.json`` as a dict."""
-    raw = read_json(ckpt_dir, CONFIG_FILE, "save the model's BertConfig there")
+    """``config.json`` (or ``bert4torch_config.json``) as a dict."""
+    name = config_file(ckpt_dir)
+    raw = read_json(ckpt_dir, name, "save the model's BertConfig there")
     if not isinstance(raw, dict):
-        raise CheckpointError(f"{ckpt_dir / CONFIG_FILE} is not a JSON object")
+        raise CheckpointError(f"{ckpt_dir / name} is not a JSON object")
+    for theirs, ours in _BERT4TORCH_CONFIG_KEYS:
+        if theirs in raw and ours not in raw:
+            raw[ours] = raw[theirs]
     return raw
 
 
@@ -164,7 +205,8 @@ def _head_names(raw_config: dict, path: Path) -> dict[str, str]:
         return {}
     if not isinstance(given, dict) or set(given) - {"entity", "head", "tail"}:
         raise CheckpointError(
-            f"{path.parent / CONFIG_FILE}: head_keys must map 'entity', 'head', 'tail' to module names",
+            f"{path.parent / config_file(path.parent)}: head_keys must map 'entity', 'head', 'tail' "
+            "to module names",
             'e.g. "head_keys": {"entity": "ner", "head": "sub_obj_head", "tail": "sub_obj_tail"}',
         )
     return {f"{k}_head": v for k, v in given.items()}
@@ -177,11 +219,32 @@ class Renamed:
     state: dict[str, torch.Tensor]
     dropped: list[str]  # keys of parts the served model does not use
     foreign_heads: bool  # heads named otherwise than this project names them
+    bert4torch_names: int = 0  # encoder keys translated from bert4torch's module names
+
+
+def bert4torch_to_hf(state: Mapping[str, torch.Tensor], prefix: str) -> tuple[dict[str, torch.Tensor], int]:
+    """``state`` with the encoder's bert4torch module names under ``prefix`` as HF's; the number
+    of keys translated."""
+    out: dict[str, torch.Tensor] = {}
+    translated = 0
+    for key, value in state.items():
+        if key.startswith(prefix):
+            rest = key[len(prefix) :]
+            for pattern, repl in _BERT4TORCH_NAMES:
+                new, n = pattern.subn(repl, rest)
+                if n:
+                    key, translated = prefix + new, translated + 1
+                    break
+        out[key] = value
+    return out, translated
 
 
 def rename_keys(state: Mapping[str, torch.Tensor], raw_config: dict, path: Path) -> Renamed:
     """The state dict under this project's names (unknown keys are a :class:`CheckpointError`)."""
     prefix = _encoder_prefix(state, path)
+    translated = 0
+    if any(k.startswith(prefix + _BERT4TORCH_ENCODER[0]) for k in state):
+        state, translated = bert4torch_to_hf(state, prefix)
     explicit = _head_names(raw_config, path)
     renamed: dict[str, torch.Tensor] = {}
     dropped: list[str] = []
@@ -207,9 +270,13 @@ def rename_keys(state: Mapping[str, torch.Tensor], raw_config: dict, path: Path)
         raise CheckpointError(
             f"{path}: keys neither of the BERT encoder (under {prefix!r}) nor of a GlobalPointer head: "
             f"{_some(unknown)}",
-            "name the heads in config.json's head_keys, or drop what is not part of the model",
+            "the encoder must be named as transformers' BertModel or bert4torch's BERT name it "
+            "(save_pretrained or save_weights); heads named otherwise than "
+            f"{', '.join(n for names in HEAD_NAMES.values() for n in names)} go in config.json's "
+            'head_keys (e.g. {"entity": "ner", "head": "sh", "tail": "st"}); other parts must be '
+            "left out of the saved state dict",
         )
-    return Renamed(renamed, dropped, foreign)
+    return Renamed(renamed, dropped, foreign, translated)
 
 
 def _head_key(key: str, explicit: dict[str, str]) -> str | None:
@@ -234,7 +301,7 @@ def _some(keys: list[str], n: int = 8) -> str:
 
 def spo_config(raw: dict, state: Mapping[str, torch.Tensor], n_predicates: int, path: Path) -> SPOConfig:
     """The model's hyper-parameters: config.json, with the heads' sizes read off their weights."""
-    where = path.parent / CONFIG_FILE
+    where = path.parent / config_file(path.parent)
     act = raw.get("hidden_act", "gelu")
     if act not in ACTIVATIONS:
         raise CheckpointError(
@@ -265,10 +332,14 @@ def spo_config(raw: dict, state: Mapping[str, torch.Tensor], n_predicates: int, 
         raise CheckpointError(f"{where}: {e}") from None
 
 
-def head_layout(raw: dict, renamed_heads: bool, path: Path) -> HeadLayout:
-    """The ``head_layout`` the checkpoint states; heads under foreign names must state one."""
+def head_layout(raw: dict, renamed_heads: bool, path: Path, bert4torch_names: bool = False) -> HeadLayout:
+    """The ``head_layout`` the checkpoint states; bert4torch's with its encoder names; heads under
+    foreign names must state one."""
     name = raw.get("head_layout")
-    where = path.parent / CONFIG_FILE
+    where = path.parent / config_file(path.parent)
+    if name is None and bert4torch_names:
+        logger.info("%s: bert4torch's names, so its head layout (say head_layout if not)", path)
+        name = "bert4torch"
     if name is None:
         if renamed_heads:
             raise CheckpointError(
@@ -370,7 +441,9 @@ def load_spo_checkpoint(ckpt_dir: str | Path) -> SPOModel:
             "%s: dropped what the served model does not use: %s", path.name, ", ".join(renamed.dropped)
         )
     cfg = spo_config(raw, renamed.state, len(read_predicates(ckpt_dir)), path)
-    layout = head_layout(raw, renamed.foreign_heads, path)
+    if renamed.bert4torch_names:
+        logger.info("%s: %d encoder keys read in bert4torch's names", path.name, renamed.bert4torch_names)
+    layout = head_layout(raw, renamed.foreign_heads, path, renamed.bert4torch_names > 0)
     model = SPOModel(cfg)
     state = dict(renamed.state)
     zeroed = _zero_missing_biases(state, model.state_dict())

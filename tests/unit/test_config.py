@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import load_config
+from pipeline.config import load_config, models_from_cli
 from pipeline.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +35,20 @@ def test_shipped_config_is_valid():
 def test_override_backend(shipped, tmp_path):
     cfg = load_config(write(tmp_path, shipped), {"backend": "onnx"})
     assert cfg.ie.backend == "onnx"
+
+
+def test_model_flags_replace_the_configured_models(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(ROOT / "config.yml", {"models": models_from_cli(["kg=models/spo"])})
+    assert set(cfg.ie.models) == {"kg"} and cfg.ie.models["kg"].dir == tmp_path / "models" / "spo"
+
+
+@pytest.mark.parametrize(
+    ("values", "needle"), [(["spo"], "NAME=DIR"), (["=d"], "NAME=DIR"), (["a=x", "a=y"], "twice")]
+)
+def test_bad_model_flags_say_what_to_fix(values, needle):
+    with pytest.raises(ConfigError, match=needle):
+        models_from_cli(values)
 
 
 @pytest.mark.parametrize(
