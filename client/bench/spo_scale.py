@@ -5,10 +5,10 @@ python -m client.bench.spo_scale --out bench_out/spo_scale --sizes nano --predic
     --seq-lens 256,512 --duration 8
 
 Per encoder size and predicate count P, a random-weight GPLinker checkpoint (plain GlobalPointer,
-head size 64; the entity head set so a row of the longest ``--seq-lens`` has about
-``--candidates`` subject and object spans per 256 tokens, the relation heads offset-initialised,
-as an untrained model's) goes through the bridge (its time and peak RSS recorded), and is
-measured three ways:
+head size 64; the encoder and entity head the same for every P, the entity head set so a row of
+each ``--seq-lens`` has about ``--candidates`` subject and object spans per 256 tokens (one model
+per length), the relation heads offset-initialised, as an untrained model's) goes through the
+bridge (its time and peak RSS recorded), and is measured three ways:
 
 * ``raw dense``: ONNX Runtime on the dense export (``so_head`` / ``so_tail`` [P, L, L]) plus the
   cell extraction decoding needs, per row, at batch 1 and 8;
@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -107,14 +107,20 @@ def scale_checkpoint(
     vocab = work / "vocab.txt"
     work.mkdir(parents=True, exist_ok=True)
     vocab_size = bench_models.write_vocab(vocab, shape.vocab)
-    torch.manual_seed(seed)
     config = SPOConfig(
         vocab_size=vocab_size, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
         num_attention_heads=shape.heads, intermediate_size=4 * shape.hidden, hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0, max_position_embeddings=512, num_predicates=predicates,
         head_size=64, relation_init_offset=RELATION_OFFSET,
     )  # fmt: skip
+    torch.manual_seed(seed)
     model = SPOModel(config).eval()
+    # the encoder and entity head of one fixed model, whatever P: every P then finds the same
+    # spans, and only the relation heads differ
+    torch.manual_seed(seed)
+    shared = SPOModel(replace(config, num_predicates=1)).eval()
+    model.bert.load_state_dict(shared.bert.state_dict())
+    model.entity_head.load_state_dict(shared.entity_head.state_dict())
     tokenizer = IETokenizer.from_file(vocab)
     enc = tokenizer.encode(request_text(tokenizer, "spo", calibrate_len), max_len=calibrate_len)
     ids = torch.tensor([enc.input_ids])
@@ -274,18 +280,19 @@ def run(plan: Plan, out: Path, work: Path = WORK) -> dict:
     builds: list[dict] = []
     for size in plan.sizes:
         for p in plan.predicates:
-            longest = max(plan.seq_lens)
-            cell = work / f"{size}-p{p}-cal{longest}"
-            ckpt = scale_checkpoint(size, p, cell, plan.candidates, calibrate_len=longest)
-            t0 = time.perf_counter()
-            built = build_served(ckpt, cell)
-            builds.append(
-                {"size": size, "predicates": p, **built, "wall_s": round(time.perf_counter() - t0, 1)}
-            )
-            logger.info("built %s", builds[-1])
-            sparse_dir = Path(built["dir"])
-            dense_dir = dense_model_dir(ckpt, sparse_dir, cell)
             for length in plan.seq_lens:
+                # a model per length, its entity head set at that length (a random model's span
+                # count does not grow linearly with the row; set at one length, it finds none or
+                # hundreds at the other)
+                cell = work / f"{size}-p{p}-L{length}"
+                ckpt = scale_checkpoint(size, p, cell, plan.candidates, calibrate_len=length)
+                t0 = time.perf_counter()
+                built = build_served(ckpt, cell)
+                wall_s = round(time.perf_counter() - t0, 1)
+                builds.append({"size": size, "predicates": p, "seq_len": length, **built, "wall_s": wall_s})
+                logger.info("built %s", builds[-1])
+                sparse_dir = Path(built["dir"])
+                dense_dir = dense_model_dir(ckpt, sparse_dir, cell)
                 base = {"size": size, "predicates": p, "seq_len": length}
                 for batch in plan.batches:
                     for path, model_dir, dense in (
@@ -375,7 +382,7 @@ ROW_FIELDS = (
 
 
 def markdown(doc: dict) -> str:
-    build_cols = ("size", "predicates", "hops_passed", "bridge_s", "bridge_peak_rss_mib")
+    build_cols = ("size", "predicates", "seq_len", "hops_passed", "bridge_s", "bridge_peak_rss_mib")
     lines = ["## Builds (conversion.bridge build --only spo --no-int8)", ""]
     lines += _table(list(build_cols), [[b[k] for k in build_cols] for b in doc["builds"]])
     rows = []
