@@ -12,6 +12,8 @@ import pytest
 from conversion import bridge, demo_data
 from conversion.spec import SPO_SPEC, UIE_SPEC
 
+pytestmark = pytest.mark.slow  # whole bridge builds (over a minute on 2 cores) and a live server
+
 HOPS = [
     ("uie", "dygraph", "static"),
     ("uie", "static", "serving"),
@@ -145,7 +147,8 @@ def test_layout_and_model_cards(built) -> None:
     assert uie_card["source"] == str(uie_ckpt) and uie_card["max_seq_len"] == 512
     spo_card = json.loads((out / "spo" / "model_card.json").read_text(encoding="utf-8"))
     assert [p["name"] for p in spo_card["predicates"]] == [p.name for p in demo_data.PREDICATES[:3]]
-    assert spo_card["max_seq_len"] == 256
+    assert spo_card["max_seq_len"] == 512  # nothing says its training length: min(512, positions)
+    assert spo_card["max_seq_len_source"] == "default"
     assert spo_card["outputs"] == ["entity", "hidden"]  # sparse: no [B, P, L, L] maps served
     assert spo_card["relation_heads"] == {
         "file": "relation_heads.npz", "hidden_size": 32, "efficient": False, "head_size": 16,

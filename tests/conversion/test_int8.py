@@ -20,7 +20,10 @@ from conversion.spec import SPO_SPEC, UIE_SPEC, Int8Spec
 from pipeline.model_card import load_model_card, load_relation_heads_of
 from pipeline.tokenizer import IETokenizer
 
-pytestmark = pytest.mark.skipif(not (SERVING_MODEL / "parity.json").exists(), reason="demo models not built")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (SERVING_MODEL / "parity.json").exists(), reason="demo models not built"),
+]
 
 
 def _quantized(path: Path) -> int:

@@ -14,6 +14,8 @@ from client.bench.local_server import run_server
 TEXTS = [f"张伟{i}出生于杭州，毕业于浙江大学。" for i in range(24)]
 SCHEMA = ["人物", "地点"]
 
+pytestmark = pytest.mark.slow  # live servers on the demo models
+
 
 def _burst(server, task: str) -> list[dict]:
     """All TEXTS at once, one request each, from as many threads."""

@@ -11,7 +11,10 @@ from client.bench.local_server import SERVING_MODEL
 from pipeline.backends import create_backend
 from pipeline.model_card import load_model_card
 
-pytestmark = pytest.mark.skipif(not (SERVING_MODEL / "parity.json").exists(), reason="demo models not built")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (SERVING_MODEL / "parity.json").exists(), reason="demo models not built"),
+]
 
 
 def _feed(card, batch: int = 2, length: int = 12) -> dict[str, np.ndarray]:

@@ -17,7 +17,12 @@ from pipeline.models import load_served_model, load_served_models
 from pipeline.registry import LoadedModel, ModelRegistry
 
 UIE, SPO = SERVING_MODEL / "uie", SERVING_MODEL / "spo"
-needs_models = pytest.mark.skipif(not (UIE / "model_card.json").exists(), reason="demo models not built")
+_built = pytest.mark.skipif(not (UIE / "model_card.json").exists(), reason="demo models not built")
+
+
+def needs_models(test):
+    """The demo models: a slow test (``make test-unit`` leaves it out), skipped without them."""
+    return pytest.mark.slow(_built(test))
 
 
 def settings(**models: dict) -> IESettings:

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-VOCAB = ROOT / "serving_model" / "uie" / "vocab.txt"
 
 SCRIPT = """
 import json, os, sys
@@ -32,13 +31,22 @@ print(json.dumps({"before": before, "after": after, "rows": len(rows)}))
 pytestmark = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 
 
-def _threads(mode: str, parallelism: str | None) -> dict:
+@pytest.fixture(scope="module")
+def vocab(tmp_path_factory) -> Path:
+    from pipeline.tokenizer import build_vocab
+
+    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    build_vocab(["张伟出生于杭州。人物"], path)
+    return path
+
+
+def _threads(vocab: Path, mode: str, parallelism: str | None) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "TOKENIZERS_PARALLELISM"}
     if parallelism is not None:
         env["TOKENIZERS_PARALLELISM"] = parallelism
     env["PYTHONPATH"] = str(ROOT)
     out = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(VOCAB), mode],
+        [sys.executable, "-c", SCRIPT, str(vocab), mode],
         env=env,
         capture_output=True,
         text=True,
@@ -48,19 +56,19 @@ def _threads(mode: str, parallelism: str | None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_serving_processes_encode_batches_without_a_thread_pool():
-    serving = _threads("serving", None)
+def test_serving_processes_encode_batches_without_a_thread_pool(vocab):
+    serving = _threads(vocab, "serving", None)
     assert serving["rows"] == 8
     assert serving["after"] == serving["before"]
 
 
-def test_without_it_the_library_starts_its_pool():
+def test_without_it_the_library_starts_its_pool(vocab):
     """What the call prevents (so the test above can fail): the library's default."""
-    default = _threads("library", None)
+    default = _threads(vocab, "library", None)
     assert default["after"] > default["before"]
 
 
-def test_an_operator_setting_wins():
+def test_an_operator_setting_wins(vocab):
     """``TOKENIZERS_PARALLELISM=true`` in the server's environment keeps the pool."""
-    chosen = _threads("serving", "true")
+    chosen = _threads(vocab, "serving", "true")
     assert chosen["after"] > chosen["before"]
