@@ -215,6 +215,8 @@ class IEWebService:
             before_drain=[self._not_ready],
             while_draining=[self._stop_http],
             go_gateway_port=go_port,
+            max_receive_bytes=self.config.ie.limits.max_body_bytes,
+            max_send_bytes=self.config.ie.limits.max_response_bytes,
         )
         if death is not None:
             logger.error("stopped because %s; restart the service", death.describe())

@@ -70,7 +70,14 @@ class Limits(_Strict):
 
     max_texts: int = Field(default=64, ge=1)
     max_text_chars: int = Field(default=20_000, ge=1)
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="a request's body (HTTP) or message (gRPC: refused with RESOURCE_EXHAUSTED)",
+    )
+    max_response_bytes: int = Field(
+        default=64 * 2**20, ge=2**20, description="gRPC: an answer over it fails with RESOURCE_EXHAUSTED"
+    )
     max_schema_nodes: int = Field(default=256, ge=1, description="names in a UIE schema, all levels")
     max_rows_per_request: int = Field(
         default=16_384, ge=1, description="engine rows one request may make (prompts x windows, all stages)"

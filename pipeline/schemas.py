@@ -101,7 +101,8 @@ def check_keys(kv: dict[str, Any]) -> None:
     """Refuse keys the contract does not have, and a request naming neither task nor model."""
     unknown = set(kv) - REQUEST_KEYS
     if unknown:
-        raise InvalidRequest(f"unknown keys {sorted(unknown)}; allowed keys are {sorted(REQUEST_KEYS)}")
+        named = sorted(unknown)[:10] + (["..."] if len(unknown) > 10 else [])
+        raise InvalidRequest(f"unknown keys {named}; allowed keys are {sorted(REQUEST_KEYS)}")
     if "task" not in kv and kv.get("model") in (None, ""):
         raise InvalidRequest("missing key 'task' (or 'model', a served model's name)")
     if "task" in kv and kv["task"] not in ("uie", "spo"):

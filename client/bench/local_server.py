@@ -176,6 +176,7 @@ def run_server(
 
     ``app`` is the repo, or a copy of the image's files (:func:`image_app_copy`).
     """
+    workdir = Path(workdir).resolve()  # the server runs there: a relative path would be doubled
     workdir.mkdir(parents=True, exist_ok=True)
     config = write_config(workdir, backend, free_port(), free_port(), app, dag, op, **ie)
     server = start_server(workdir, config, python, env, app)

@@ -22,6 +22,7 @@ from pipeline.errors import (
     ERROR_TYPE_KEY,
     GRPC_CODES,
     IEError,
+    InvalidSchema,
     error_from_answer,
 )
 from pipeline.schemas import loads_json
@@ -151,6 +152,14 @@ class InferCall:
         return int(rid) if rid.isdigit() and len(rid) < 19 else 0
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_infer_request(
     body: bytes, header_length: int | None, task: str, max_depth: int = 64, model: str | None = None
 ) -> InferCall:
@@ -178,12 +187,15 @@ def parse_infer_request(
         tensors[tensor["name"]], offset = _elements(tensor, binary, offset)
     if "text" not in tensors:
         raise KServeError(400, "missing input 'text'")
-    kv = {"task": task, "text": json.dumps(tensors["text"], ensure_ascii=False)}
+    # ASCII JSON: a lone surrogate in a text travels escaped and is that text's own error
+    kv = {"task": task, "text": json.dumps(tensors["text"])}
     if model is not None:
         kv["model"] = model
     if "schema" in tensors:
         if len(tensors["schema"]) != 1:
             raise KServeError(400, "input 'schema' takes exactly one element (the schema as JSON)")
+        if not _encodable(tensors["schema"][0]):
+            raise InvalidSchema("the schema is not valid Unicode (a lone surrogate)")
         kv["schema"] = tensors["schema"][0]
     params = request.get("parameters") or {}
     if not isinstance(params, dict):
@@ -196,6 +208,8 @@ def parse_infer_request(
             raise KServeError(400, f"unknown output {out!r}; the output is '{RESULT_OUTPUT}'")
         binary_output = bool((out.get("parameters") or {}).get("binary_data", binary_output))
     rid = request.get("id")
+    if rid is not None and not _encodable(str(rid)):
+        raise KServeError(400, "'id' is not valid Unicode (a lone surrogate)")
     return InferCall(kv=kv, request_id=None if rid is None else str(rid), binary_output=binary_output)
 
 

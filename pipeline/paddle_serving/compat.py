@@ -36,8 +36,10 @@ import importlib.util
 import logging
 import multiprocessing
 import platform
+import random
 import sys
 import types
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -115,6 +117,8 @@ from paddle_serving_server.pipeline.proto import (  # noqa: E402
 )
 from paddle_serving_server.proto import general_model_config_pb2  # noqa: E402
 
+MAX_KEYS_NAMED = 10  # keys an answer names at most
+
 
 def request_refusal(request) -> str | None:
     """Why a ``Request`` message is refused before it enters the DAG, or None."""
@@ -128,9 +132,11 @@ def request_refusal(request) -> str | None:
             f"'key' has {len(request.key)} entries and 'value' {len(request.value)}; "
             "give exactly one value per key"
         )
-    if len(set(request.key)) != len(request.key):
-        twice = sorted({k for k in request.key if list(request.key).count(k) > 1})
-        return f"keys given more than once: {twice}"
+    counts = Counter(request.key)
+    if len(counts) != len(request.key):
+        twice = sorted(k for k, n in counts.items() if n > 1)
+        shown = twice[:MAX_KEYS_NAMED] + (["..."] if len(twice) > MAX_KEYS_NAMED else [])
+        return f"keys given more than once: {shown}"
     return None
 
 
@@ -220,15 +226,56 @@ def guard_answer(response, log_id: int = 0):
     return answer
 
 
+SERVICE_NAME = "baidu.paddle_serving.pipeline_serving.PipelineService"  # its .proto's service
+MALFORMED_MESSAGE = "the message is not a Paddle Serving pipeline Request (protobuf)"
+
+
+class Malformed:
+    """What a gRPC body that does not parse as a ``Request`` becomes (see :func:`parse_request`)."""
+
+
+def parse_request(data: bytes):
+    """A gRPC body as a ``Request``, or :class:`Malformed` (gRPC would answer INTERNAL)."""
+    from google.protobuf.message import DecodeError
+
+    try:
+        return pipeline_service_pb2.Request.FromString(data)
+    except DecodeError:
+        return Malformed()
+
+
+def add_servicer_to_server(servicer: GuardedServicer, server) -> None:
+    """Register ``servicer`` as the pipeline service, malformed messages parsed to :class:`Malformed`."""
+    import grpc
+
+    handler = grpc.unary_unary_rpc_method_handler(
+        servicer.inference,
+        request_deserializer=parse_request,
+        response_serializer=pipeline_service_pb2.Response.SerializeToString,
+    )
+    generic = grpc.method_handlers_generic_handler(SERVICE_NAME, {"inference": handler})
+    server.add_generic_rpc_handlers((generic,))
+
+
+_log_ids = random.SystemRandom()
+
+
 class GuardedServicer(PipelineServicer):
     """``PipelineServicer`` whose answers pass :func:`guard_answer` and which never raises; its
-    DAG keeps each request's timestamps apart (:class:`RequestProfiler`)."""
+    DAG keeps each request's timestamps apart (:class:`RequestProfiler`). A request without a
+    ``logid`` gets one, so that an internal error's answer and log line name the same id."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._dag_executor._profiler = RequestProfiler()
 
     def inference(self, request, context):
+        if isinstance(request, Malformed):
+            import grpc
+
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, MALFORMED_MESSAGE)
+        if not request.logid:
+            request.logid = _log_ids.getrandbits(48) or 1
         try:
             response = super().inference(request, context)
         except Exception:
@@ -324,11 +371,13 @@ __all__ = [
     "GuardedServicer",
     "IERequestOp",
     "IEResponseOp",
+    "Malformed",
     "Op",
     "PipelineClient",
     "PipelineServer",
     "RequestOp",
     "ResponseOp",
+    "add_servicer_to_server",
     "call_pipeline",
     "general_model_config_pb2",
     "go_gateway_runs_here",

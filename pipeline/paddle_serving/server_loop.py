@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
 
-from pipeline.paddle_serving.compat import GuardedServicer, pipeline_service_pb2_grpc, start_go_gateway
+from pipeline.paddle_serving.compat import GuardedServicer, add_servicer_to_server, start_go_gateway
 from pipeline.paddle_serving.watchdog import (
     WorkerDeath,
     WorkerWatchdog,
@@ -30,11 +30,17 @@ from pipeline.paddle_serving.watchdog import (
 
 logger = logging.getLogger(__name__)
 
-_GRPC_OPTIONS = [
-    ("grpc.max_send_message_length", 256 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 256 * 1024 * 1024),
-    ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
-]
+
+def grpc_options(max_receive_bytes: int, max_send_bytes: int) -> list[tuple[str, int]]:
+    """The gRPC server's options: message limits (a larger message is refused with
+    RESOURCE_EXHAUSTED) and no port sharing."""
+    return [
+        ("grpc.max_receive_message_length", max_receive_bytes),
+        ("grpc.max_send_message_length", max_send_bytes),
+        ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
+    ]
+
+
 _SHUTDOWN_SLACK_S = 5.0  # after the grace period, how long cancelled calls get to end
 # A signal the kernel hands to another thread (gRPC's, the engines') only marks its Python handler
 # as pending; the handler runs when the main thread next wakes, so the main thread must not block
@@ -57,6 +63,8 @@ def run_until_signal(
     go_gateway_port: int | None = None,
     stop_event: threading.Event | None = None,
     death_grace_s: float = 5.0,
+    max_receive_bytes: int = 4 * 2**20,
+    max_send_bytes: int = 64 * 2**20,
 ) -> WorkerDeath | None:
     """Serve ``server`` (a prepared PipelineServer); return after a drained shutdown.
 
@@ -65,7 +73,8 @@ def run_until_signal(
     not-ready), then gRPC refuses new calls and ``while_draining`` callables get the seconds left
     (e.g. stop the HTTP servers once their requests are answered). Returns None after a signal,
     or the :class:`WorkerDeath` that stopped the server (the drain then lasts ``death_grace_s``:
-    requests inside the dead worker never finish).
+    requests inside the dead worker never finish). ``max_receive_bytes`` / ``max_send_bytes``
+    bound one gRPC message each way.
     """
     import grpc
 
@@ -83,10 +92,9 @@ def run_until_signal(
     grpc_server = None
     drained = None
     try:
-        grpc_server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=server._worker_num), options=_GRPC_OPTIONS
-        )
-        pipeline_service_pb2_grpc.add_PipelineServiceServicer_to_server(servicer, grpc_server)
+        options = grpc_options(max_receive_bytes, max_send_bytes)
+        grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=server._worker_num), options=options)
+        add_servicer_to_server(servicer, grpc_server)
         if grpc_server.add_insecure_port(grpc_address(bind_address, server._rpc_port)) == 0:
             raise OSError(f"cannot listen on {bind_address}:{server._rpc_port} (rpc_port)")
         grpc_server.start()

@@ -72,6 +72,11 @@ def _labels(name: str) -> list[str]:
     return labels
 
 
+def _printable(text: str) -> str:
+    """``text`` with lone surrogates (which cannot be encoded, so cannot be answered) escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class _Parser:
     def __init__(self, max_depth: int, max_nodes: int, max_name_len: int):
         self.max_depth = max_depth
@@ -80,6 +85,9 @@ class _Parser:
         self.count = 0
 
     def node(self, name: Any, depth: int, path: str) -> SchemaNode:
+        path = _printable(path)  # a bad name is part of its own path
+        if isinstance(name, str) and _printable(name) != name:
+            raise SchemaError(f"schema name at {path} is not valid Unicode (a lone surrogate)")
         if not isinstance(name, str):
             raise SchemaError(f"schema name at {path} must be a string, got {type(name).__name__}")
         if not name.strip():

@@ -3,6 +3,8 @@ codes, and the guard answers every error with its kind and no internals."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from pipeline.errors import (
@@ -14,7 +16,7 @@ from pipeline.errors import (
     http_status_of,
     product_code,
 )
-from pipeline.paddle_serving.compat import guard_answer, pipeline_service_pb2
+from pipeline.paddle_serving.compat import GuardedServicer, guard_answer, pipeline_service_pb2
 
 
 @pytest.mark.parametrize("cls", PIPELINE_ERRORS)
@@ -49,3 +51,30 @@ def test_the_guard_keeps_kinds_and_drops_internals(err_no, message, kind, shown)
     assert list(answer.key) == [ERROR_TYPE_KEY] and answer.value[0] == (
         kind or error_from_answer(err_no, "").kind
     )
+
+
+class _BrokenPipeline(GuardedServicer):
+    """The guarded servicer over a pipeline that fails inside (its DAG was never built)."""
+
+    def __init__(self) -> None:
+        pass
+
+
+@pytest.fixture
+def compat_log(caplog):
+    logger = logging.getLogger("pipeline.paddle_serving.compat")
+    logger.disabled = False
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+@pytest.mark.parametrize("sent", [0, 4242])
+def test_an_internal_error_answer_names_the_log_id_of_its_log_line(compat_log, sent):
+    request = pipeline_service_pb2.Request(key=["task", "text"], value=["spo", "x"], name="ie", logid=sent)
+    answer = _BrokenPipeline().inference(request, None)
+    assert answer.err_no == 10000 and request.logid != 0
+    assert sent in (0, request.logid)  # a client's id is kept; a request without one gets one
+    assert answer.err_msg == f"internal error; see the server log (log_id={request.logid})"
+    errors = [r.getMessage() for r in compat_log.records if r.levelno >= logging.ERROR]
+    assert errors and all(f"log_id={request.logid} " in m for m in errors), errors

@@ -126,3 +126,10 @@ def test_name_length_limit():
         parse_schema("名" * 65)
     with pytest.raises(SchemaError, match="longer than 4"):
         parse_schema({"人物": "出生地城市"}, max_name_len=4)
+
+
+@pytest.mark.parametrize("schema", [["人\ud800"], {"人物\ud800": ["职业"]}, {"人物": ["职\udfff"]}])
+def test_a_lone_surrogate_in_a_name_is_a_schema_error_that_can_be_answered(schema):
+    with pytest.raises(SchemaError, match="not valid Unicode") as err:
+        parse_schema(schema)
+    str(err.value).encode("utf-8")  # the message itself must be encodable
