@@ -97,12 +97,21 @@ def _parse_schema(raw: Any, max_depth: int) -> Any:
     return raw
 
 
+MAX_NAMED = 10  # names an error message lists at most
+
+
+def first_names(names: list[str]) -> list[str]:
+    """``names`` for an error message: the first :data:`MAX_NAMED`, then "..." if there are more."""
+    return names[:MAX_NAMED] + (["..."] if len(names) > MAX_NAMED else [])
+
+
 def check_keys(kv: dict[str, Any]) -> None:
     """Refuse keys the contract does not have, and a request naming neither task nor model."""
     unknown = set(kv) - REQUEST_KEYS
     if unknown:
-        named = sorted(unknown)[:10] + (["..."] if len(unknown) > 10 else [])
-        raise InvalidRequest(f"unknown keys {named}; allowed keys are {sorted(REQUEST_KEYS)}")
+        raise InvalidRequest(
+            f"unknown keys {first_names(sorted(unknown))}; allowed keys are {sorted(REQUEST_KEYS)}"
+        )
     if "task" not in kv and kv.get("model") in (None, ""):
         raise InvalidRequest("missing key 'task' (or 'model', a served model's name)")
     if "task" in kv and kv["task"] not in ("uie", "spo"):
@@ -143,7 +152,7 @@ def parse_request(kv: dict[str, Any], limits: Limits, task: str | None = None) -
         raise InvalidRequest(f"'{'.'.join(map(str, err['loc']))}': {err['msg']}") from e
 
 
-def _lone_surrogate(text: str) -> int | None:
+def lone_surrogate(text: str) -> int | None:
     """Index of the first lone surrogate (text that cannot be encoded as UTF-8), or None."""
     try:
         text.encode("utf-8")
@@ -162,7 +171,7 @@ def check_text(item: Any, limits: Limits) -> str:
         raise InvalidText(f"a text must be a string, got {type(item).__name__}")
     if not item or _is_blank(item):
         raise InvalidText("empty or whitespace-only text")
-    bad = _lone_surrogate(item)
+    bad = lone_surrogate(item)
     if bad is not None:
         raise InvalidText(f"not valid Unicode: a lone surrogate (U+{ord(item[bad]):04X}) at index {bad}")
     if len(item) > limits.max_text_chars:

@@ -25,7 +25,7 @@ from pipeline.errors import (
     InvalidSchema,
     error_from_answer,
 )
-from pipeline.schemas import loads_json
+from pipeline.schemas import loads_json, lone_surrogate
 
 SERVER_NAME = "ie-serving"
 SERVER_VERSION = "0.1.0"
@@ -152,14 +152,6 @@ class InferCall:
         return int(rid) if rid.isdigit() and len(rid) < 19 else 0
 
 
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def parse_infer_request(
     body: bytes, header_length: int | None, task: str, max_depth: int = 64, model: str | None = None
 ) -> InferCall:
@@ -194,7 +186,7 @@ def parse_infer_request(
     if "schema" in tensors:
         if len(tensors["schema"]) != 1:
             raise KServeError(400, "input 'schema' takes exactly one element (the schema as JSON)")
-        if not _encodable(tensors["schema"][0]):
+        if lone_surrogate(tensors["schema"][0]) is not None:
             raise InvalidSchema("the schema is not valid Unicode (a lone surrogate)")
         kv["schema"] = tensors["schema"][0]
     params = request.get("parameters") or {}
@@ -208,7 +200,7 @@ def parse_infer_request(
             raise KServeError(400, f"unknown output {out!r}; the output is '{RESULT_OUTPUT}'")
         binary_output = bool((out.get("parameters") or {}).get("binary_data", binary_output))
     rid = request.get("id")
-    if rid is not None and not _encodable(str(rid)):
+    if rid is not None and lone_surrogate(str(rid)) is not None:
         raise KServeError(400, "'id' is not valid Unicode (a lone surrogate)")
     return InferCall(kv=kv, request_id=None if rid is None else str(rid), binary_output=binary_output)
 

@@ -60,7 +60,7 @@ from pipeline.errors import (
     product_code,
 )
 from pipeline.paddle_serving.profiler import RequestProfiler
-from pipeline.schemas import RESULT_KEY
+from pipeline.schemas import RESULT_KEY, first_names
 
 logger = logging.getLogger(__name__)
 
@@ -117,8 +117,6 @@ from paddle_serving_server.pipeline.proto import (  # noqa: E402
 )
 from paddle_serving_server.proto import general_model_config_pb2  # noqa: E402
 
-MAX_KEYS_NAMED = 10  # keys an answer names at most
-
 
 def request_refusal(request) -> str | None:
     """Why a ``Request`` message is refused before it enters the DAG, or None."""
@@ -135,8 +133,7 @@ def request_refusal(request) -> str | None:
     counts = Counter(request.key)
     if len(counts) != len(request.key):
         twice = sorted(k for k, n in counts.items() if n > 1)
-        shown = twice[:MAX_KEYS_NAMED] + (["..."] if len(twice) > MAX_KEYS_NAMED else [])
-        return f"keys given more than once: {shown}"
+        return f"keys given more than once: {first_names(twice)}"
     return None
 
 
